@@ -1,0 +1,107 @@
+# gilliam-sync. `make help` lists what you can run; `make demo` and `make test` are the two
+# commands a newcomer needs. Everything built here lands in .cache/ (git-ignored) or in the
+# local Docker engine, and a second run finds it and rebuilds nothing.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+GO ?= go
+CACHE := $(CURDIR)/.cache
+TOOLS_BIN := $(CACHE)/bin
+
+CONSUL_VERSION := 1.20.2
+LIFECYCLE_VERSION := 0.21.14
+LIFECYCLE_TGZ := $(CACHE)/lifecycle/lifecycle-v$(LIFECYCLE_VERSION)+linux.x86-64.tgz
+BUSYBOX := $(CACHE)/busybox/bin/busybox
+
+# The offline builder and its images (see build/builder/README.md). BUILDER_REGISTRY is the
+# registry the builder names its run image in; builds that publish elsewhere add a mirror.
+BUILDER ?= gilliam/builder:offline
+BUILDER_REGISTRY ?= 127.0.0.1:5000
+BUILD_IMAGE ?= gilliam/stack-build:busybox
+RUN_IMAGE ?= $(BUILDER_REGISTRY)/gilliam/stack-run:busybox
+
+# Tests find the tools here; the Docker-free pure packages also run with -race.
+export GILLIAM_TOOLS := $(CACHE)
+export GILLIAM_BUILDER := $(BUILDER)
+export GILLIAM_RUN_IMAGE := $(RUN_IMAGE)
+export PACK_HOME := $(CACHE)/pack
+RACE_PKGS := ./schema/... ./placement/... ./state/...
+TEST_TIMEOUT ?= 25m
+
+##@ Use
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*##"} /^##@/ {printf "\n%s\n", substr($$0, 5)} /^[a-zA-Z_-]+:.*##/ {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## Build bin/gilliam-sync
+	$(GO) build -o bin/gilliam-sync ./cmd/gilliam-sync
+
+##@ Develop
+
+.PHONY: tools
+tools: $(TOOLS_BIN)/consul $(LIFECYCLE_TGZ) $(BUSYBOX) ## Build what tests and the demo need into .cache/ and Docker: Consul, lifecycle, stack and builder images
+	@$(GO) build -o $(TOOLS_BIN)/mkbuilder ./internal/tools/mkbuilder
+	@$(TOOLS_BIN)/mkbuilder -src build/builder -cache $(CACHE)/builder \
+		-lifecycle $(LIFECYCLE_TGZ) -busybox $(BUSYBOX) \
+		-name $(BUILDER) -build-image $(BUILD_IMAGE) -run-image $(RUN_IMAGE)
+	@echo "tools: consul $(CONSUL_VERSION) ($(TOOLS_BIN)/consul), lifecycle $(LIFECYCLE_VERSION), busybox, builder $(BUILDER): all present"
+
+.PHONY: test
+test: tools ## Run every test, integration tests included (real Consul, Docker, registry, git)
+	$(GO) test -race -timeout $(TEST_TIMEOUT) $(RACE_PKGS)
+	$(GO) test -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v -E '/(schema|placement|state)($$|/)')
+
+.PHONY: check
+check: ## gofmt, go vet, import rules (DESIGN.md) and a go mod tidy diff
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^tools/')); \
+		if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) test -count=1 -run TestImportRules ./internal/importrules
+	@cp go.mod $(CACHE)/go.mod.check 2>/dev/null || { mkdir -p $(CACHE); cp go.mod $(CACHE)/go.mod.check; }
+	@cp go.sum $(CACHE)/go.sum.check
+	@$(GO) mod tidy
+	@if ! diff -u $(CACHE)/go.mod.check go.mod || ! diff -u $(CACHE)/go.sum.check go.sum; then \
+		cp $(CACHE)/go.mod.check go.mod; cp $(CACHE)/go.sum.check go.sum; \
+		echo "go mod tidy changes go.mod or go.sum: run it and commit the result"; exit 1; fi
+	@echo "check: ok"
+
+.PHONY: clean
+clean: ## Remove bin/ (tool builds in .cache/ and images stay; rm -rf .cache to rebuild them)
+	rm -rf bin
+
+##@ Tools (make tools runs these)
+
+# Consul is not packaged for Debian and `go install` refuses it (replace directives): a
+# throwaway module in tools/consul requires it; about 5 minutes on 2 cores, 180 MB.
+$(TOOLS_BIN)/consul: tools/consul/go.mod tools/consul/go.sum
+	@echo "tools: building consul $(CONSUL_VERSION) from the Go module proxy (about 5 minutes)"
+	cd tools/consul && CGO_ENABLED=0 GONOSUMDB=github.com/hashicorp/consul \
+		$(GO) build -trimpath -o $@ github.com/hashicorp/consul
+
+# The buildpacks lifecycle from source, packed the way `builder.toml`'s [lifecycle] uri
+# expects: lifecycle.toml and lifecycle/ (binaries and phase links), owned by 0:0.
+$(LIFECYCLE_TGZ): tools/lifecycle/go.mod tools/lifecycle/go.sum build/builder/lifecycle.toml
+	@echo "tools: building lifecycle $(LIFECYCLE_VERSION) from the Go module proxy"
+	rm -rf $(CACHE)/lifecycle/out && mkdir -p $(CACHE)/lifecycle/out/lifecycle
+	cd tools/lifecycle && for cmd in lifecycle launcher; do \
+		CGO_ENABLED=0 $(GO) build -trimpath \
+			-ldflags "-s -w -X github.com/buildpacks/lifecycle/cmd.Version=$(LIFECYCLE_VERSION)" \
+			-o $(CACHE)/lifecycle/out/lifecycle/$$cmd github.com/buildpacks/lifecycle/cmd/$$cmd; done
+	cd $(CACHE)/lifecycle/out/lifecycle && for phase in detector analyzer restorer builder exporter rebaser creator extender; do \
+		ln -sf lifecycle $$phase; done
+	cp build/builder/lifecycle.toml $(CACHE)/lifecycle/out/
+	tar -C $(CACHE)/lifecycle/out --owner=0 --group=0 -czf $@.tmp lifecycle.toml lifecycle
+	mv $@.tmp $@
+
+# busybox-static from Debian, unpacked here (not installed on the machine).
+$(BUSYBOX):
+	@echo "tools: fetching busybox-static from Debian"
+	rm -rf $(CACHE)/busybox && mkdir -p $(CACHE)/busybox/deb
+	cd $(CACHE)/busybox/deb && { apt-get download busybox-static 2>/dev/null || \
+		{ apt-get update -qq && apt-get download busybox-static; }; }
+	dpkg-deb -x $(CACHE)/busybox/deb/busybox-static_*.deb $(CACHE)/busybox/root
+	mkdir -p $(dir $@) && cp $(CACHE)/busybox/root/bin/busybox $@

@@ -1,0 +1,119 @@
+package dockerbuild
+
+import (
+	"archive/tar"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/docker/docker/api/types/build"
+	"github.com/docker/docker/pkg/jsonmessage"
+)
+
+// ImageBuilder is the part of the Docker client that Build uses.
+type ImageBuilder interface {
+	ImageBuild(ctx context.Context, context io.Reader, options build.ImageBuildOptions) (build.ImageBuildResponse, error)
+}
+
+// Options names and labels the image Build makes.
+type Options struct {
+	Tags   []string
+	Labels map[string]string
+	// Log receives the builder's output; nil discards it.
+	Log io.Writer
+}
+
+// Build builds the Dockerfile at the root of dir with the Docker engine's classic
+// builder and returns the image ID. Nothing is pulled: the Dockerfile may only start FROM
+// scratch or from an image the engine already has.
+func Build(ctx context.Context, docker ImageBuilder, dir string, opts Options) (string, error) {
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(tarDir(pw, dir)) }()
+	defer pr.Close()
+
+	resp, err := docker.ImageBuild(ctx, pr, build.ImageBuildOptions{
+		Tags:        opts.Tags,
+		Labels:      opts.Labels,
+		Remove:      true,
+		ForceRemove: true,
+		Version:     build.BuilderV1,
+	})
+	if err != nil {
+		return "", fmt.Errorf("docker build %s: %w", dir, err)
+	}
+	defer resp.Body.Close()
+
+	log := opts.Log
+	if log == nil {
+		log = io.Discard
+	}
+	var id string
+	aux := func(m jsonmessage.JSONMessage) {
+		var v struct{ ID string }
+		if m.Aux != nil && json.Unmarshal(*m.Aux, &v) == nil && v.ID != "" {
+			id = v.ID
+		}
+	}
+	if err := jsonmessage.DisplayJSONMessagesStream(resp.Body, log, 0, false, aux); err != nil {
+		return "", fmt.Errorf("docker build %s: %w", dir, err)
+	}
+	if id == "" {
+		return "", fmt.Errorf("docker build %s: the engine reported no image id", dir)
+	}
+	return id, nil
+}
+
+// tarDir writes dir as a tar stream, keeping modes and symlinks, owned by 0:0.
+func tarDir(w io.Writer, dir string) error {
+	tw := tar.NewWriter(w)
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(dir, path)
+		if err != nil || rel == "." {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		var link string
+		if info.Mode()&fs.ModeSymlink != 0 {
+			if link, err = os.Readlink(path); err != nil {
+				return err
+			}
+		}
+		hdr, err := tar.FileInfoHeader(info, link)
+		if err != nil {
+			return err
+		}
+		hdr.Name = filepath.ToSlash(rel)
+		if d.IsDir() && !strings.HasSuffix(hdr.Name, "/") {
+			hdr.Name += "/"
+		}
+		hdr.Uid, hdr.Gid, hdr.Uname, hdr.Gname = 0, 0, "", ""
+		if err := tw.WriteHeader(hdr); err != nil {
+			return err
+		}
+		if !info.Mode().IsRegular() {
+			return nil
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		_, err = io.Copy(tw, f)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("tar %s: %w", dir, err)
+	}
+	return tw.Close()
+}

@@ -1,0 +1,209 @@
+package testenv
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// Consul is a real Consul agent running for one test: the binary `make tools` built, on
+// 127.0.0.1 and free ports, stopped by t.Cleanup.
+type Consul struct {
+	// Addr is the HTTP API's host:port.
+	Addr string
+	// Client talks to Addr (with the management token when ACLs are on).
+	Client *api.Client
+	// Token is the management token when ACLs are on, else empty.
+	Token string
+
+	t       testing.TB
+	args    []string
+	dataDir string
+	logPath string
+	cmd     *exec.Cmd
+	exited  chan struct{}
+}
+
+type consulConfig struct {
+	persistent bool
+	hcl        []string
+	token      string
+}
+
+// ConsulOption changes how NewConsul starts the agent.
+type ConsulOption func(*consulConfig)
+
+// ConsulPersistent runs a single-node server with a data dir instead of dev mode, so that
+// Stop and Start keep the KV store and the catalog, like a real cluster that was away.
+func ConsulPersistent() ConsulOption {
+	return func(c *consulConfig) { c.persistent = true }
+}
+
+// ConsulACL turns ACLs on with default_policy deny; Client and Token carry the management
+// token.
+func ConsulACL() ConsulOption {
+	return func(c *consulConfig) {
+		c.token = "root-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+		c.hcl = append(c.hcl, fmt.Sprintf(
+			`acl { enabled = true default_policy = "deny" enable_token_persistence = true tokens { initial_management = %q agent = %q } }`,
+			c.token, c.token))
+	}
+}
+
+// NewConsul starts an agent and waits until it has a leader and its node is in the catalog.
+func NewConsul(t testing.TB, opts ...ConsulOption) *Consul {
+	t.Helper()
+	var cfg consulConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
+	bin := tool(t, "consul")
+	dir := t.TempDir()
+	c := &Consul{
+		t:       t,
+		Addr:    freeAddr(t),
+		Token:   cfg.token,
+		dataDir: filepath.Join(dir, "data"),
+		logPath: filepath.Join(dir, "consul.log"),
+	}
+	_, httpPort, _ := net.SplitHostPort(c.Addr)
+	node := "test-" + strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
+	c.args = []string{bin, "agent",
+		"-node", node,
+		"-bind", "127.0.0.1", "-client", "127.0.0.1",
+		"-http-port", httpPort,
+		"-serf-lan-port", strconv.Itoa(FreePort(t)),
+		"-serf-wan-port", strconv.Itoa(FreePort(t)),
+		"-server-port", strconv.Itoa(FreePort(t)),
+		"-dns-port", "-1", "-grpc-port", "-1", "-grpc-tls-port", "-1",
+		"-disable-host-node-id", "-log-level", "warn",
+	}
+	if cfg.persistent {
+		c.args = append(c.args, "-server", "-bootstrap-expect", "1", "-data-dir", c.dataDir,
+			"-hcl", "performance { raft_multiplier = 1 }", "-hcl", "leave_on_terminate = false")
+	} else {
+		c.args = append(c.args, "-dev")
+	}
+	for _, h := range cfg.hcl {
+		c.args = append(c.args, "-hcl", h)
+	}
+
+	conf := api.DefaultConfig()
+	conf.Address = c.Addr
+	conf.Token = c.Token
+	client, err := api.NewClient(conf)
+	if err != nil {
+		t.Fatalf("testenv: consul client: %v", err)
+	}
+	c.Client = client
+
+	c.Start()
+	t.Cleanup(c.Stop)
+	return c
+}
+
+// Start starts the agent (again, after Stop or Kill) on the same ports and waits until it
+// serves.
+func (c *Consul) Start() {
+	c.t.Helper()
+	if c.cmd != nil {
+		c.t.Fatal("testenv: consul already running")
+	}
+	logf, err := os.OpenFile(c.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	cmd := exec.Command(c.args[0], c.args[1:]...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		c.t.Fatalf("testenv: start consul: %v", err)
+	}
+	c.cmd = cmd
+	c.exited = make(chan struct{})
+	go func() {
+		cmd.Wait()
+		logf.Close()
+		close(c.exited)
+	}()
+	if err := c.waitReady(30 * time.Second); err != nil {
+		c.Stop()
+		c.t.Fatalf("testenv: consul did not become ready: %v\n%s", err, c.LogTail())
+	}
+}
+
+func (c *Consul) waitReady(limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	var last error
+	for time.Now().Before(deadline) {
+		select {
+		case <-c.exited:
+			return fmt.Errorf("consul exited")
+		default:
+		}
+		leader, err := c.Client.Status().Leader()
+		switch {
+		case err != nil:
+			last = err
+		case leader == "":
+			last = fmt.Errorf("no leader yet")
+		default:
+			nodes, _, err := c.Client.Catalog().Nodes(nil)
+			if err == nil && len(nodes) > 0 {
+				return nil
+			}
+			last = fmt.Errorf("node not in the catalog yet (%v)", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return last
+}
+
+// Stop stops the agent gracefully (SIGINT, then SIGKILL after 10 seconds).
+func (c *Consul) Stop() { c.signal(syscall.SIGINT, 10*time.Second) }
+
+// Kill stops the agent at once with SIGKILL, like a crashed machine.
+func (c *Consul) Kill() { c.signal(syscall.SIGKILL, 0) }
+
+func (c *Consul) signal(sig syscall.Signal, grace time.Duration) {
+	if c.cmd == nil {
+		return
+	}
+	c.cmd.Process.Signal(sig)
+	select {
+	case <-c.exited:
+	case <-time.After(grace):
+		c.cmd.Process.Kill()
+		<-c.exited
+	}
+	c.cmd = nil
+}
+
+// LogTail is the end of the agent's log, for failure messages.
+func (c *Consul) LogTail() string {
+	b, _ := os.ReadFile(c.logPath)
+	if len(b) > 4000 {
+		b = b[len(b)-4000:]
+	}
+	return string(bytes.TrimSpace(b))
+}
+
+// Env is the environment that points Consul clients (and the gilliam-sync binary) at this
+// agent.
+func (c *Consul) Env() []string {
+	env := []string{"CONSUL_HTTP_ADDR=" + c.Addr}
+	if c.Token != "" {
+		env = append(env, "CONSUL_HTTP_TOKEN="+c.Token)
+	}
+	return env
+}

@@ -1,0 +1,82 @@
+package testenv
+
+import (
+	"errors"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/registry"
+)
+
+// Registry is a real OCI registry (go-containerregistry's pkg/registry, in memory) served
+// over plain HTTP on 127.0.0.1, where the Docker engine and the buildpack lifecycle can
+// reach it without configuration. Down and Up take it away and bring it back on the same
+// address with the same content, for tests of a registry outage.
+type Registry struct {
+	// Addr is host:port, the registry part of image references: Addr + "/repo:tag".
+	Addr string
+
+	t       testing.TB
+	handler http.Handler
+	server  *http.Server
+	done    chan struct{}
+}
+
+// NewRegistry starts a registry; t.Cleanup stops it.
+func NewRegistry(t testing.TB) *Registry {
+	t.Helper()
+	r := &Registry{t: t, handler: registry.New(registry.Logger(log.New(io.Discard, "", 0)))}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("testenv: registry: %v", err)
+	}
+	r.Addr = l.Addr().String()
+	r.serve(l)
+	t.Cleanup(r.Down)
+	return r
+}
+
+func (r *Registry) serve(l net.Listener) {
+	r.server = &http.Server{Handler: r.handler, ReadHeaderTimeout: 10 * time.Second}
+	r.done = make(chan struct{})
+	go func(s *http.Server, done chan struct{}) {
+		defer close(done)
+		if err := s.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			r.t.Logf("testenv: registry: %v", err)
+		}
+	}(r.server, r.done)
+}
+
+// Down closes the listener and every open connection; requests fail until Up.
+func (r *Registry) Down() {
+	if r.server == nil {
+		return
+	}
+	r.server.Close()
+	<-r.done
+	r.server = nil
+}
+
+// Up serves again on the same address, with everything pushed before Down.
+func (r *Registry) Up() {
+	r.t.Helper()
+	if r.server != nil {
+		return
+	}
+	var l net.Listener
+	var err error
+	for i := 0; i < 50; i++ { // the port can take a moment to be free again
+		if l, err = net.Listen("tcp", r.Addr); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		r.t.Fatalf("testenv: registry up again on %s: %v", r.Addr, err)
+	}
+	r.serve(l)
+}

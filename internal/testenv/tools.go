@@ -1,0 +1,65 @@
+package testenv
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+)
+
+// ToolsDir is where `make tools` put its outputs: $GILLIAM_TOOLS (the Makefile sets it), or
+// the .cache folder at the root of this repository.
+func ToolsDir(t testing.TB) string {
+	t.Helper()
+	if dir := os.Getenv("GILLIAM_TOOLS"); dir != "" {
+		return dir
+	}
+	return filepath.Join(RepoRoot(t), ".cache")
+}
+
+// RepoRoot is the root of this repository: the first folder above the working directory
+// that holds go.mod.
+func RepoRoot(t testing.TB) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("testenv: no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// tool returns the path of a binary `make tools` built, failing the test when it is absent.
+func tool(t testing.TB, name string) string {
+	t.Helper()
+	path := filepath.Join(ToolsDir(t), "bin", name)
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("testenv: %s not found at %s: run `make tools` (make test does)", name, path)
+	}
+	return path
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("testenv: free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// freeAddr is FreePort as "127.0.0.1:port".
+func freeAddr(t testing.TB) string {
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t)))
+}
