@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"context"
 	"net"
 	"os"
 	"path/filepath"
@@ -62,4 +63,19 @@ func FreePort(t testing.TB) int {
 // freeAddr is FreePort as "127.0.0.1:port".
 func freeAddr(t testing.TB) string {
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t)))
+}
+
+// Builder is the buildpack builder image tests build with: $GILLIAM_BUILDER (the Makefile
+// sets it) or the default offline builder. The test fails when the engine does not have it.
+func Builder(t testing.TB) string {
+	t.Helper()
+	name := os.Getenv("GILLIAM_BUILDER")
+	if name == "" {
+		name = "gilliam/builder:offline"
+	}
+	d := NewDocker(t)
+	if _, err := d.Client.ImageInspect(context.Background(), name); err != nil {
+		t.Fatalf("testenv: builder %s not in the engine: run `make tools` (make test does): %v", name, err)
+	}
+	return name
 }

@@ -1,0 +1,200 @@
+package build
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/buildpacks/pack/pkg/cache"
+	packclient "github.com/buildpacks/pack/pkg/client"
+	packimage "github.com/buildpacks/pack/pkg/image"
+	"github.com/buildpacks/pack/pkg/logging"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/daemon"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+)
+
+// DefaultBuilder is the offline builder `make tools` creates from build/builder.
+const DefaultBuilder = "gilliam/builder:offline"
+
+// Buildpacks builds source folders with Cloud Native Buildpacks through pack's Go library
+// and publishes the images straight to a registry.
+type Buildpacks struct {
+	pack     *packclient.Client
+	builder  string
+	registry string
+	log      *slog.Logger
+
+	// The builder's run image must be readable from the target registry by the lifecycle's
+	// exporter; mirror names the copy there, made once.
+	mu         sync.Mutex
+	mirrorDone bool
+	mirror     map[string][]string
+}
+
+// BuildpacksConfig configures NewBuildpacks.
+type BuildpacksConfig struct {
+	// Builder is the builder image, in the local engine or a registry; DefaultBuilder if empty.
+	Builder string
+	// Registry is where images are published: host:port, optionally with a path prefix.
+	Registry string
+	// Logger receives what happens; nil discards it.
+	Logger *slog.Logger
+}
+
+// NewBuildpacks returns a builder that publishes to cfg.Registry. It needs the Docker engine
+// (the build runs in containers) and honours DOCKER_HOST.
+func NewBuildpacks(cfg BuildpacksConfig) (*Buildpacks, error) {
+	if cfg.Registry == "" {
+		return nil, errors.New("buildpacks: no registry to publish to")
+	}
+	if cfg.Builder == "" {
+		cfg.Builder = DefaultBuilder
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	pack, err := packclient.NewClient(packclient.WithLogger(logging.NewSimpleLogger(io.Discard)))
+	if err != nil {
+		return nil, fmt.Errorf("pack client: %w", err)
+	}
+	return &Buildpacks{pack: pack, builder: cfg.Builder, registry: strings.TrimSuffix(cfg.Registry, "/"), log: log}, nil
+}
+
+// Request is one service to build.
+type Request struct {
+	Formation, Service string
+	// Source is a folder holding the service's files (its path in the repository).
+	Source string
+	// Tag names the image in the registry, next to its digest: the tree hash of the source
+	// is a good one.
+	Tag string
+	// Env is the build-time environment given to the buildpacks.
+	Env map[string]string
+	// Log receives the build's output; nil discards it.
+	Log io.Writer
+}
+
+// Result is a built and published image.
+type Result struct {
+	// Image is the published image pinned by digest: registry/formation/service@sha256:...
+	Image string
+	// Duration is how long the build and the push took.
+	Duration time.Duration
+}
+
+// Repository is where a service's images are published in registry.
+func Repository(registry, formation, service string) string {
+	return strings.TrimSuffix(registry, "/") + "/" + formation + "/" + service
+}
+
+// Build builds req.Source and publishes it as Repository(...):req.Tag.
+func (b *Buildpacks) Build(ctx context.Context, req Request) (Result, error) {
+	start := time.Now()
+	repo := Repository(b.registry, req.Formation, req.Service)
+	tagged := repo + ":" + req.Tag
+	mirrors, err := b.runImageMirror(ctx)
+	if err != nil {
+		return Result{}, err
+	}
+	out := req.Log
+	if out == nil {
+		out = io.Discard
+	}
+	// A pack client logs through the logger it was made with; one per build keeps each
+	// build's output apart.
+	pack, err := packclient.NewClient(packclient.WithLogger(logging.NewLogWithWriters(out, out)))
+	if err != nil {
+		return Result{}, fmt.Errorf("pack client: %w", err)
+	}
+	cacheName := "gilliam-cache-" + req.Formation + "-" + req.Service
+	err = pack.Build(ctx, packclient.BuildOptions{
+		AppPath:           req.Source,
+		Builder:           b.builder,
+		Image:             tagged,
+		Env:               req.Env,
+		Publish:           true,
+		PullPolicy:        packimage.PullNever,
+		TrustBuilder:      func(string) bool { return true },
+		AdditionalMirrors: mirrors,
+		Cache: cache.CacheOpts{
+			Build:  cache.CacheInfo{Format: cache.CacheVolume, Source: cacheName + "-build"},
+			Launch: cache.CacheInfo{Format: cache.CacheVolume, Source: cacheName + "-launch"},
+		},
+		// -1 keeps the builder's user (cnb, 1000:1000); 0 would run buildpacks as root.
+		UserID:  -1,
+		GroupID: -1,
+		// The build containers must reach registries on 127.0.0.1.
+		ContainerConfig: packclient.ContainerConfig{Network: "host"},
+	})
+	if err != nil {
+		return Result{}, fmt.Errorf("build %s/%s with %s: %w", req.Formation, req.Service, b.builder, err)
+	}
+	ref, err := name.NewTag(tagged, name.Insecure)
+	if err != nil {
+		return Result{}, err
+	}
+	desc, err := remote.Head(ref, remote.WithContext(ctx))
+	if err != nil {
+		return Result{}, fmt.Errorf("resolve %s: %w", tagged, err)
+	}
+	return Result{Image: repo + "@" + desc.Digest.String(), Duration: time.Since(start)}, nil
+}
+
+// runImageMirror copies the builder's run image from the local engine to the target
+// registry when it is named in another registry (the offline builder names it in
+// 127.0.0.1:5000), and returns the mirror for pack. A run image the engine does not hold is
+// left to pack to find where the builder names it.
+func (b *Buildpacks) runImageMirror(ctx context.Context) (map[string][]string, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.mirrorDone {
+		return b.mirror, nil
+	}
+	info, err := b.pack.InspectBuilder(b.builder, true)
+	if err != nil || info == nil {
+		return nil, fmt.Errorf("inspect builder %s: %v (is it in the engine? make tools builds the default one)", b.builder, err)
+	}
+	if len(info.RunImages) == 0 {
+		return nil, fmt.Errorf("builder %s names no run image", b.builder)
+	}
+	run := info.RunImages[0].Image
+	src, err := name.ParseReference(run, name.Insecure)
+	if err != nil {
+		return nil, fmt.Errorf("run image %s: %w", run, err)
+	}
+	if strings.HasPrefix(run, b.registry+"/") {
+		b.mirrorDone = true
+		return nil, nil
+	}
+	img, err := daemon.Image(src, daemon.WithContext(ctx))
+	if err != nil {
+		b.log.Debug("run image not in the engine; pack will look for it where the builder names it", "run_image", run, "err", err)
+		b.mirrorDone = true
+		return nil, nil
+	}
+	target := b.registry + "/" + src.Context().RepositoryStr() + ":" + tagOf(src)
+	dst, err := name.ParseReference(target, name.Insecure)
+	if err == nil {
+		err = remote.Write(dst, img, remote.WithContext(ctx))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("copy run image %s to %s: %w", run, target, err)
+	}
+	b.log.Info("copied the builder's run image to the registry", "run_image", run, "mirror", target)
+	b.mirror, b.mirrorDone = map[string][]string{run: {target}}, true
+	return b.mirror, nil
+}
+
+func tagOf(ref name.Reference) string {
+	if t, ok := ref.(name.Tag); ok {
+		return t.TagStr()
+	}
+	return "latest"
+}
