@@ -1,0 +1,199 @@
+package state
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"time"
+)
+
+// Release is what one service runs: an image pinned by digest plus everything that shapes
+// the container. It is immutable and content-addressed: ID is a hash of the runtime content
+// (formation, service, image, env, command, ports, check, resources, restart), so the same
+// inputs give the same release, and a change of env alone gives a new release without a
+// build. The commit is not part of the ID: a commit that does not change a service keeps
+// its running release, and Commit records the commit the release first came from.
+type Release struct {
+	ID        string            `json:"id"`
+	Formation string            `json:"formation"`
+	Service   string            `json:"service"`
+	Image     string            `json:"image"` // repository@sha256:...
+	Env       map[string]string `json:"env,omitempty"`
+	// Entrypoint and Command replace the image's when set.
+	Entrypoint []string  `json:"entrypoint,omitempty"`
+	Command    []string  `json:"command,omitempty"`
+	Ports      []Port    `json:"ports,omitempty"` // the first is the primary one
+	Check      Check     `json:"check"`
+	Resources  Resources `json:"resources"`
+	Restart    Restart   `json:"restart"`
+	Internal   bool      `json:"internal,omitempty"`
+
+	// Provenance, not part of the ID.
+	Commit  string    `json:"commit"`
+	Created time.Time `json:"created"`
+	Cause   string    `json:"cause,omitempty"` // push, config, rollback
+}
+
+// Port is a container port.
+type Port struct {
+	Port int    `json:"port"`
+	Name string `json:"name,omitempty"`
+}
+
+// Check is an instance's health check, run by the Consul agent of its host.
+type Check struct {
+	Type     string        `json:"type"` // http, tcp or none
+	Path     string        `json:"path,omitempty"`
+	Interval time.Duration `json:"interval"`
+	Timeout  time.Duration `json:"timeout"`
+	// Grace is how long after start a failing check does not count.
+	Grace time.Duration `json:"grace"`
+}
+
+// Resources are limits: CPU in millicores, memory in bytes; zero means no limit.
+type Resources struct {
+	CPU    int64 `json:"cpu,omitempty"`
+	Memory int64 `json:"memory,omitempty"`
+}
+
+// Restart bounds the backoff between restarts of a crashed instance.
+type Restart struct {
+	MinBackoff time.Duration `json:"min_backoff"`
+	MaxBackoff time.Duration `json:"max_backoff"`
+}
+
+// releaseContent is the part of a Release its ID is the hash of, in a fixed field order.
+type releaseContent struct {
+	Formation  string            `json:"formation"`
+	Service    string            `json:"service"`
+	Image      string            `json:"image"`
+	Env        map[string]string `json:"env"` // encoding/json sorts map keys
+	Entrypoint []string          `json:"entrypoint"`
+	Command    []string          `json:"command"`
+	Ports      []Port            `json:"ports"`
+	Check      Check             `json:"check"`
+	Resources  Resources         `json:"resources"`
+	Restart    Restart           `json:"restart"`
+	Internal   bool              `json:"internal"`
+}
+
+// ComputeID returns the content hash a release's ID must be: 20 hex digits of SHA-256, short
+// enough to read in a container name and long enough never to collide within a formation.
+func (r *Release) ComputeID() string {
+	b, err := json.Marshal(releaseContent{
+		Formation: r.Formation, Service: r.Service, Image: r.Image, Env: r.Env,
+		Entrypoint: r.Entrypoint, Command: r.Command, Ports: r.Ports, Check: r.Check,
+		Resources: r.Resources, Restart: r.Restart, Internal: r.Internal,
+	})
+	if err != nil {
+		panic(fmt.Sprintf("state: marshal release content: %v", err)) // plain data: cannot fail
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:10])
+}
+
+// Desired is the desired state of one formation: per service, the releases that should run
+// and how many instances of each. Normally one release at full scale; during a roll-out, or
+// with a pinned rollback, more than one.
+type Desired struct {
+	Formation string `json:"formation"`
+	// Commit is the commit this desired state was derived from.
+	Commit   string                  `json:"commit"`
+	Services map[string][]Deployment `json:"services"`
+	Updated  time.Time               `json:"updated"`
+}
+
+// Deployment is a release at a scale.
+type Deployment struct {
+	Release string `json:"release"`
+	Scale   int    `json:"scale"`
+}
+
+// Instance is one running copy of a release, placed on one host.
+type Instance struct {
+	// ID is stable and unique: formation-service-release-index. It names the container
+	// (with a prefix) and the instance's Consul service registration.
+	ID        string `json:"id"`
+	Formation string `json:"formation"`
+	Service   string `json:"service"`
+	Release   string `json:"release"`
+	Index     int    `json:"index"`
+}
+
+// InstanceID is the ID of the index-th instance of a release. Formation and service names
+// are DNS labels and release IDs are hex, so the ID is a valid container name, Consul
+// service ID and DNS label.
+func InstanceID(formation, service, release string, index int) string {
+	return fmt.Sprintf("%s-%s-%s-%d", formation, service, shortID(release), index)
+}
+
+func shortID(release string) string {
+	if len(release) > 8 {
+		return release[:8]
+	}
+	return release
+}
+
+// Instances expands a desired formation into its instances, sorted by ID.
+func (d *Desired) Instances() []Instance {
+	var out []Instance
+	for service, deps := range d.Services {
+		for _, dep := range deps {
+			for i := 0; i < dep.Scale; i++ {
+				out = append(out, Instance{
+					ID:        InstanceID(d.Formation, service, dep.Release, i),
+					Formation: d.Formation, Service: service, Release: dep.Release, Index: i,
+				})
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Assignment is everything one host must run: one document per host, so writes are
+// proportional to the hosts a change touches and a host daemon watches a single key.
+type Assignment struct {
+	Host      string     `json:"host"`
+	Instances []Instance `json:"instances"`
+	Updated   time.Time  `json:"updated"`
+}
+
+// FormationStatus is what the control plane last did with a formation, for people:
+// `gilliam-sync status` shows it.
+type FormationStatus struct {
+	Formation string `json:"formation"`
+	Repo      string `json:"repo"`
+	Ref       string `json:"ref"`
+	// Commit is the last commit seen on Ref; Deployed the last one deployed.
+	Commit   string `json:"commit"`
+	Deployed string `json:"deployed,omitempty"`
+	// Error is why Commit was not deployed (an invalid gilliam.yml, a failed build), with
+	// its file and line when it has them; empty when Commit deployed.
+	Error   string    `json:"error,omitempty"`
+	Updated time.Time `json:"updated"`
+}
+
+// HostStatus is what a host daemon reports about its instances.
+type HostStatus struct {
+	Host      string           `json:"host"`
+	Address   string           `json:"address"`
+	Instances []InstanceStatus `json:"instances"`
+	Updated   time.Time        `json:"updated"`
+}
+
+// InstanceStatus is one instance as its host sees it.
+type InstanceStatus struct {
+	ID        string `json:"id"`
+	Release   string `json:"release"`
+	Container string `json:"container,omitempty"`
+	// State is the container's: created, running, exited, ... or pulling, failed.
+	State string `json:"state"`
+	// Address is host:port of the primary port, as registered in Consul.
+	Address  string `json:"address,omitempty"`
+	Restarts int    `json:"restarts,omitempty"`
+	ExitCode int    `json:"exit_code,omitempty"`
+	Error    string `json:"error,omitempty"`
+}
