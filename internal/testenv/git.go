@@ -223,7 +223,9 @@ func (r *GitRepo) commitAndPush(branch, msg string) string {
 	r.t.Helper()
 	runGit(r.t, r.Work, "add", "-A")
 	runGit(r.t, r.Work, "commit", "-q", "--allow-empty", "-m", msg)
-	runGit(r.t, r.Work, "push", "-q", "origin", branch)
+	// Forced: the working clone is the only writer, so after ResetHard a commit is a
+	// force-push, as a rewrite of history would be.
+	runGit(r.t, r.Work, "push", "-q", "--force", "origin", branch)
 	return r.Head()
 }
 
