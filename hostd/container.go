@@ -1,0 +1,89 @@
+package hostd
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/go-connections/nat"
+
+	"github.com/gilliam-sync/gilliam-sync/state"
+)
+
+// Labels put on every container a host daemon creates. A host daemon only ever touches
+// containers that carry LabelHost with its own ID.
+const (
+	LabelManaged   = "io.gilliam.managed-by"
+	LabelHost      = "io.gilliam.host"
+	LabelInstance  = "io.gilliam.instance"
+	LabelRelease   = "io.gilliam.release"
+	LabelFormation = "io.gilliam.formation"
+	LabelService   = "io.gilliam.service"
+)
+
+// ContainerName is the Docker name of an instance's container on a host.
+func ContainerName(instanceID string) string { return "gilliam-" + instanceID }
+
+// containerSpec is what an instance's container is created from: pure, so the same
+// instance and release always give the same container.
+func containerSpec(host, advertise string, inst state.Instance, rel *state.Release) (*container.Config, *container.HostConfig) {
+	env := map[string]string{}
+	for k, v := range rel.Env {
+		env[k] = v
+	}
+	// The platform's variables win over the release's: an app must be able to trust them.
+	if len(rel.Ports) > 0 {
+		env["PORT"] = strconv.Itoa(rel.Ports[0].Port)
+	}
+	env["GILLIAM_FORMATION"] = inst.Formation
+	env["GILLIAM_SERVICE"] = inst.Service
+	env["GILLIAM_RELEASE"] = inst.Release
+	env["GILLIAM_INSTANCE"] = inst.ID
+	env["GILLIAM_HOST"] = host
+	keys := make([]string, 0, len(env))
+	for k := range env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	envList := make([]string, 0, len(keys))
+	for _, k := range keys {
+		envList = append(envList, k+"="+env[k])
+	}
+
+	exposed := nat.PortSet{}
+	bindings := nat.PortMap{}
+	for _, p := range rel.Ports {
+		port := nat.Port(fmt.Sprintf("%d/tcp", p.Port))
+		exposed[port] = struct{}{}
+		// An empty HostPort lets the engine choose a free one; it is read back after start.
+		bindings[port] = []nat.PortBinding{{HostIP: advertise}}
+	}
+
+	cfg := &container.Config{
+		Image:        rel.Image,
+		Env:          envList,
+		Entrypoint:   rel.Entrypoint,
+		Cmd:          rel.Command,
+		ExposedPorts: exposed,
+		Labels: map[string]string{
+			LabelManaged:   "gilliam-sync",
+			LabelHost:      host,
+			LabelInstance:  inst.ID,
+			LabelRelease:   inst.Release,
+			LabelFormation: inst.Formation,
+			LabelService:   inst.Service,
+		},
+	}
+	hc := &container.HostConfig{
+		PortBindings: bindings,
+		// Restarts are the host daemon's, with its own backoff: the engine never restarts.
+		RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyDisabled},
+		Resources: container.Resources{
+			NanoCPUs: rel.Resources.CPU * 1_000_000, // millicores to billionths of a CPU
+			Memory:   rel.Resources.Memory,
+		},
+		LogConfig: container.LogConfig{Type: "json-file", Config: map[string]string{"max-size": "10m", "max-file": "3"}},
+	}
+	return cfg, hc
+}
