@@ -29,7 +29,7 @@ import (
 func Plan(desired []Instance, hosts []Host, current map[string][]string, now time.Time, opts Options) Result {
 	p := newPlanner(desired, hosts, now, opts)
 	p.keep(current)
-	p.placeAll()
+	p.placeAll(p.placeGroup)
 	return p.result()
 }
 
@@ -63,6 +63,7 @@ type group struct {
 	req     Resources
 	feas    *feasibility
 	members []int32 // instance indices, in ID order
+	left    []int32 // members no host could take
 }
 
 type groupKey struct {
@@ -271,8 +272,9 @@ func (p *planner) assign(i, h int32) {
 	s.on[h] = on
 }
 
-// placeAll is pass 2: it groups what is left and places the groups, largest first.
-func (p *planner) placeAll() {
+// placeAll is pass 2: it groups what is left and places the groups, largest first, with
+// place (placeGroup; tests pass a naive one to compare).
+func (p *planner) placeAll(place func(*group) []int32) {
 	groups := make(map[groupKey]*group)
 	var order []*group
 	for i, in := range p.inst {
@@ -305,15 +307,23 @@ func (p *planner) placeAll() {
 		}
 		return compareGroupKeys(a.key, b.key)
 	})
+	var short []*group
 	for _, g := range order {
 		if g.feas.err != "" {
 			p.leaveUnplaced(g.members, g.feas.err)
 			continue
 		}
 		p.loadService(g.svc)
-		if left := p.placeGroup(g); len(left) > 0 {
-			p.leaveUnplaced(left, p.explain(g))
+		if g.left = place(g); len(g.left) > 0 {
+			short = append(short, g)
 		}
+		p.unloadService(g.svc)
+	}
+	// Explain against the final assignment, not the one at the group's turn: that is what
+	// the next plan will see, so the reason does not change from one plan to the next.
+	for _, g := range short {
+		p.loadService(g.svc)
+		p.leaveUnplaced(g.left, p.explain(g))
 		p.unloadService(g.svc)
 	}
 }
