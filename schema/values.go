@@ -88,7 +88,7 @@ func parseDuration(s string) (time.Duration, error) {
 }
 
 var sizeUnits = map[string]int64{
-	"": 1,
+	"":  1,
 	"K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
 	"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40,
 }
