@@ -11,17 +11,21 @@ import (
 	"syscall"
 )
 
-// A command is one verb of the binary. run parses its own flags from args and returns the
-// process exit code; it writes only to stdout and stderr, so tests call it directly.
+// A command is one verb of the binary. run gets a flag set named and documented for the
+// command (its own flags are added to it), parses args with it, and returns the process exit
+// code; it writes only to stdout and stderr, so tests call it directly.
 type command struct {
 	name    string
 	usage   string // arguments after the name, for help
 	summary string
-	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) int
+	run     func(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr io.Writer) int
 }
 
 // commands, in the order help lists them.
-var commands = []*command{}
+var commands = []*command{
+	upCmd,
+	statusCmd,
+}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -36,7 +40,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	for _, c := range commands {
 		if c.name == args[0] {
-			return c.run(ctx, args[1:], stdout, stderr)
+			return c.run(ctx, newFlagSet(c, stderr), args[1:], stdout, stderr)
 		}
 	}
 	fmt.Fprintf(stderr, "gilliam-sync: unknown command %q\n\n", args[0])
