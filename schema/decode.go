@@ -194,9 +194,9 @@ func (d *decoder) ports(n *yaml.Node, p path) []Port {
 		default:
 			d.at(item, ip, "must be a port number such as 8080 or a mapping such as {port: 8080, name: http}, not %s", describe(v))
 		}
-		if port.Port != 0 {
-			ports = append(ports, port)
-		}
+		// A port that failed stays as a zero placeholder, so that ports[i] in a message
+		// is the i-th port of the file; the formation is not returned anyway.
+		ports = append(ports, port)
 	}
 	return ports
 }
@@ -264,6 +264,7 @@ func (d *decoder) mapping(n *yaml.Node, p path) ([]entry, bool) {
 	v := resolve(n)
 	if v.Kind != yaml.MappingNode {
 		d.at(n, p, "must be a mapping, not %s", describe(v))
+		d.wrongType[p] = true
 		return nil, false
 	}
 	var entries, merged []entry
@@ -322,6 +323,7 @@ func (d *decoder) sequence(n *yaml.Node, p path) ([]*yaml.Node, bool) {
 	v := resolve(n)
 	if v.Kind != yaml.SequenceNode {
 		d.at(n, p, "must be a list, not %s", describe(v))
+		d.wrongType[p] = true
 		return nil, false
 	}
 	for i, item := range v.Content {
@@ -339,7 +341,10 @@ func (d *decoder) scalar(n *yaml.Node, p path, want string, tags ...string) (str
 	}
 	hint := ""
 	switch {
-	case v.Kind != yaml.ScalarNode || v.ShortTag() == "!!null":
+	case v.Kind != yaml.ScalarNode:
+	case v.ShortTag() == "!!null" && tags[0] == "!!str":
+		hint = `; write "" for an empty string`
+	case v.ShortTag() == "!!null":
 	case tags[0] == "!!str":
 		hint = fmt.Sprintf("; write it in quotes: \"%s\"", truncate(v.Value))
 	case tags[0] == "!!int" && decimal.MatchString(v.Value):

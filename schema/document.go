@@ -79,6 +79,22 @@ func decodeYAML(dec *yaml.Decoder, n *yaml.Node) (err error) {
 
 var syntaxLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
+// yaml.v3 counts lines from 0 in the errors of its parser, and from 1 in those of its
+// scanner; these are the parser's. For the "did not find expected" ones the line is where
+// the enclosing block or flow collection begins.
+var parserProblems = map[string]bool{
+	"did not find expected ',' or ']'":       true,
+	"did not find expected ',' or '}'":       true,
+	"did not find expected '-' indicator":    true,
+	"did not find expected <document start>": true,
+	"did not find expected key":              true,
+	"did not find expected node content":     true,
+	"found duplicate %TAG directive":         true,
+	"found duplicate %YAML directive":        true,
+	"found incompatible YAML document":       true,
+	"found undefined tag handle":             true,
+}
+
 // syntaxError positions a yaml.v3 error: its text carries a line, not a column.
 func syntaxError(err error) (position, path, string) {
 	msg := err.Error()
@@ -86,6 +102,9 @@ func syntaxError(err error) (position, path, string) {
 	if m := syntaxLine.FindStringSubmatch(msg); m != nil {
 		at.line, _ = strconv.Atoi(m[1])
 		msg = m[2]
+		if parserProblems[msg] {
+			at.line++
+		}
 	} else {
 		msg = strings.TrimPrefix(msg, "yaml: ")
 	}

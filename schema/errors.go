@@ -119,13 +119,16 @@ type report struct {
 	file string
 	errs ErrorList
 	pos  map[path]position
+	// wrongType holds the paths of the values that are not even of the right YAML type
+	// (a string where a mapping belongs): nothing can be said about what they hold.
+	wrongType map[path]bool
 	// decoded holds the paths of the errors found while decoding, sorted, once decoding
 	// is done: failed looks them up.
 	decoded []string
 }
 
 func newReport(file string) *report {
-	return &report{file: file, pos: make(map[path]position)}
+	return &report{file: file, pos: make(map[path]position), wrongType: make(map[path]bool)}
 }
 
 // at reports a problem with the value n at p.

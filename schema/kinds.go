@@ -196,11 +196,11 @@ func stringList[T any](key string, at func(*T) *[]string, nonEmpty bool, doc str
 				d.at(n, p, "must not be empty; leave %s out instead", code(key))
 				return
 			}
-			list := make([]string, 0, len(items))
+			// An item that failed stays as an empty placeholder, so that list[i] in a
+			// message is the i-th item of the file; the formation is not returned anyway.
+			list := make([]string, len(items))
 			for i, item := range items {
-				if s, ok := d.str(item, p.index(i)); ok {
-					list = append(list, s)
-				}
+				list[i], _ = d.str(item, p.index(i))
 			}
 			*at(into) = list
 		}}

@@ -41,19 +41,18 @@ func validateService(s *Service, names []string, isService map[string]bool, r *r
 	validateCheck(s, sp, r)
 
 	deps := sp.key("depends_on")
-	if !r.failed(deps) {
-		listed := make(map[string]bool, len(s.DependsOn))
-		for i, dep := range s.DependsOn {
-			switch {
-			case dep == s.Name:
-				r.on(deps.index(i), "a service cannot depend on itself")
-			case !isService[dep]:
-				r.on(deps.index(i), "unknown service %s%s", code(dep), didYouMean(dep, names))
-			case listed[dep]:
-				r.on(deps.index(i), "%s is listed twice", code(dep))
-			}
-			listed[dep] = true
+	listed := make(map[string]bool, len(s.DependsOn))
+	for i, dep := range s.DependsOn {
+		switch {
+		case r.failed(deps.index(i)):
+		case dep == s.Name:
+			r.on(deps.index(i), "a service cannot depend on itself")
+		case !isService[dep]:
+			r.on(deps.index(i), "unknown service %s%s", code(dep), didYouMean(dep, names))
+		case listed[dep]:
+			r.on(deps.index(i), "%s is listed twice", code(dep))
 		}
+		listed[dep] = true
 	}
 
 	rollout := sp.key("rollout")
@@ -78,7 +77,7 @@ func validateService(s *Service, names []string, isService map[string]bool, r *r
 
 // validateType checks that the service has what its type needs, and nothing it ignores.
 func validateType(s *Service, sp path, r *report) {
-	if r.failed(sp.key("type")) {
+	if r.failed(sp.key("type")) || r.wrongType[sp] {
 		return
 	}
 	has := func(key string) bool { return r.has(sp.key(key)) }
@@ -108,12 +107,12 @@ func validateType(s *Service, sp path, r *report) {
 // validatePorts checks that no port, and no port name, is listed twice.
 func validatePorts(s *Service, sp path, r *report) {
 	pp := sp.key("ports")
-	if r.failed(pp) {
-		return
-	}
 	byNumber := make(map[int]int, len(s.Ports))
 	byName := make(map[string]int, len(s.Ports))
 	for i, port := range s.Ports {
+		if r.failed(pp.index(i)) {
+			continue
+		}
 		if j, ok := byNumber[port.Port]; ok {
 			r.on(pp.index(i), "port %d is already listed as ports[%d]", port.Port, j)
 		} else {
@@ -136,8 +135,9 @@ func validateCheck(s *Service, sp path, r *report) {
 	if r.has(cp.key("http")) && r.has(cp.key("tcp")) {
 		r.on(cp.key("tcp"), "a check is either `http` or `tcp`, not both")
 	}
-	if s.Check.Type != CheckNone && len(s.Ports) == 0 && !r.failed(sp.key("ports")) && !r.failed(cp) {
-		r.on(cp, "a %s check needs a port to check: add `ports`, or write `check: none`", s.Check.Type)
+	if s.Check.Type != CheckNone && len(s.Ports) == 0 && !r.wrongType[sp.key("ports")] && !r.failed(cp) {
+		kind := map[string]string{CheckHTTP: "an HTTP", CheckTCP: "a TCP"}[s.Check.Type]
+		r.on(cp, "%s check needs a port to check: add `ports`, or write `check: none`", kind)
 	}
 	if s.Check.Timeout > s.Check.Interval && !r.failed(cp) {
 		at := cp.key("timeout")
@@ -162,7 +162,7 @@ func validateDependencyCycles(f *Formation, r *report) {
 		s := f.Services[name]
 		listed := make(map[string]bool, len(s.DependsOn))
 		for i, dep := range s.DependsOn {
-			if dep == name || f.Services[dep] == nil || listed[dep] {
+			if dep == name || f.Services[dep] == nil || listed[dep] { // includes placeholders
 				continue // reported by validateService
 			}
 			listed[dep] = true

@@ -61,7 +61,7 @@ func checkLabel(s string) error {
 	}
 	for _, r := range s {
 		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
-			return fmt.Errorf("contains %q; use only lowercase letters, digits and `-`", r)
+			return fmt.Errorf("contains %s; use only lowercase letters, digits and `-`", code(string(r)))
 		}
 	}
 	return errors.New("must start and end with a letter or a digit")
@@ -77,6 +77,9 @@ func checkEnvName(s string) error {
 
 // parseDuration parses a Go duration that is not negative.
 func parseDuration(s string) (time.Duration, error) {
+	if strings.HasPrefix(s, "-") {
+		return 0, fmt.Errorf("%s is negative", code(s))
+	}
 	if !durationRE.MatchString(s) {
 		return 0, fmt.Errorf("%s is not a duration: write a number and a unit, such as `500ms`, `10s`, `1m30s` or `72h`", code(s))
 	}

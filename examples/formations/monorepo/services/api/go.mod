@@ -1,0 +1,3 @@
+module example.com/quotes/api
+
+go 1.26

@@ -1,0 +1,3 @@
+module example.com/quotes/frontend
+
+go 1.26
