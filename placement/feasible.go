@@ -20,6 +20,27 @@ type feasibility struct {
 	err         string           // an invalid constraint: nothing with it can be placed
 	ok          []bool           // per host: the labels satisfy every constraint
 	healthy     []int32          // hosts that are ok and healthy: where new instances may go
+	perValue    map[*labelIndex][]int32
+}
+
+// healthyPerValue counts the healthy hosts f allows per value of a label (one count for
+// all when li is nil).
+func (f *feasibility) healthyPerValue(li *labelIndex) []int32 {
+	if li == nil {
+		return []int32{int32(len(f.healthy))}
+	}
+	if n, ok := f.perValue[li]; ok {
+		return n
+	}
+	n := make([]int32, len(li.values)+1)
+	for _, h := range f.healthy {
+		n[li.valueOf[h]]++
+	}
+	if f.perValue == nil {
+		f.perValue = make(map[*labelIndex][]int32)
+	}
+	f.perValue[li] = n
+	return n
 }
 
 type regexpOrError struct {

@@ -412,18 +412,26 @@ func TestPropertyStable(t *testing.T) {
 	})
 }
 
-// TestPropertySameAsNaive checks placeGroup's shortcuts (one scan per group, the k best per
-// label value, heaps) against the plain greedy they stand for: every instance scans every
+// TestPropertySameAsNaive checks placeGroup's shortcuts (one scan per group or a walk of the
+// ranking, the k best per label value, heaps) against the plain greedy they stand for: every instance scans every
 // host and takes the best by the ranking of score.go.
 func TestPropertySameAsNaive(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		c := genCluster(t)
-		fast := c.plan()
 		p := newPlanner(c.desired, c.hosts, now, c.opts)
 		p.keep(c.current)
 		p.placeAll(p.naivePlaceGroup)
-		if naive := p.result(); !reflect.DeepEqual(fast, naive) {
-			t.Fatalf("placeGroup and the naive placer differ:\n%v\n%v", ids(fast), ids(naive))
+		naive := p.result()
+		// Small clusters never walk the ranking at the default ratio: force walks, some
+		// of which give up half-way and fall back to a scan.
+		for _, ratio := range []int{16, 3, 1} {
+			p := newPlanner(c.desired, c.hosts, now, c.opts)
+			p.scanRatio = ratio
+			p.keep(c.current)
+			p.placeAll(p.placeGroup)
+			if fast := p.result(); !reflect.DeepEqual(fast, naive) {
+				t.Fatalf("scan ratio %d: placeGroup and the naive placer differ:\n%v\n%v", ratio, ids(fast), ids(naive))
+			}
 		}
 	})
 }

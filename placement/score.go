@@ -18,6 +18,15 @@ import "math/bits"
 
 // better reports whether host a ranks before host b for the group whose service is loaded.
 func (p *planner) better(a, b int32) bool {
+	if !p.opts.Binpack && p.svcOn[a] != p.svcOn[b] {
+		return p.svcOn[a] < p.svcOn[b]
+	}
+	return p.rankBetter(a, b)
+}
+
+// rankBetter is better without the service: the same for every group, so the ranking can
+// keep hosts in this order once for all groups.
+func (p *planner) rankBetter(a, b int32) bool {
 	if p.opts.Binpack {
 		if p.load[a] != p.load[b] {
 			return p.load[a] > p.load[b]
@@ -26,9 +35,6 @@ func (p *planner) better(a, b int32) bool {
 			return p.count[a] > p.count[b]
 		}
 	} else {
-		if p.svcOn[a] != p.svcOn[b] {
-			return p.svcOn[a] < p.svcOn[b]
-		}
 		if p.load[a] != p.load[b] {
 			return p.load[a] < p.load[b]
 		}
@@ -45,20 +51,23 @@ func (p *planner) better(a, b int32) bool {
 // placeGroup places as many members of g as it can, each on the best host that can take it,
 // and returns those left over. The service of g must be loaded.
 //
-// A naive placer scans every host for every instance. This one scans the hosts once per
-// group, and then only what can matter: placing an instance changes the key of the host it
-// went to and nothing else (the spread label's count changes for a whole value at once, which
-// keeps the order within the value). So the k members of a group can only ever use, within
-// each label value, one of the k hosts that ranked best at the start. placeGroup keeps those
-// in a heap per value, and the values in a heap by their count and best host.
+// A naive placer scans every host for every instance. This one looks at the hosts once per
+// group, and then only at what can matter: placing an instance changes the rank of the host
+// it went to and nothing else (the spread label's count changes for a whole value at once,
+// which keeps the order within the value). So the k members of a group can only ever use,
+// within each label value, one of the k hosts that ranked best at the start. placeGroup
+// finds those (candidatesByRank walks the ranking for a small group, candidatesByScan scans
+// for a large one), keeps them in a heap per value, and the values in a heap by their count
+// and best host.
 func (p *planner) placeGroup(g *group) (left []int32) {
-	cands := p.cands[:0]
-	for _, h := range g.feas.healthy {
-		if p.allowed(g, h) && p.fits(h, g.req) {
-			cands = append(cands, h)
-		}
+	var li *labelIndex
+	if g.key.spread != "" {
+		li = p.labelIndex(g.key.spread)
 	}
-	p.cands = cands
+	cands, ok := p.candidatesByRank(g, li)
+	if !ok {
+		cands = p.candidatesByScan(g)
+	}
 	if len(cands) == 0 {
 		return g.members
 	}
@@ -68,11 +77,10 @@ func (p *planner) placeGroup(g *group) (left []int32) {
 	k := len(g.members)
 	var buckets [][]int32
 	var perValue []int32
-	if g.key.spread == "" {
+	if li == nil {
 		buckets = [][]int32{shortlist(cands, k, p.better)}
 		perValue = []int32{0}
 	} else {
-		li := p.labelIndex(g.key.spread)
 		nv := len(li.values) + 1
 		start := resize(p.valueStart, nv+1)
 		for _, h := range cands {
@@ -142,6 +150,77 @@ func (p *planner) placeGroup(g *group) (left []int32) {
 		heapDown(values, 0, valueBetter)
 	}
 	return nil
+}
+
+// candidatesByScan returns every host that can take a member of g.
+func (p *planner) candidatesByScan(g *group) []int32 {
+	cands := p.cands[:0]
+	for _, h := range g.feas.healthy {
+		if p.canTake(g, h) {
+			cands = append(cands, h)
+		}
+	}
+	p.cands = cands
+	return cands
+}
+
+// canTake says whether healthy host h, which satisfies g's constraints, can take a member of g.
+func (p *planner) canTake(g *group, h int32) bool { return p.allowed(g, h) && p.fits(h, g.req) }
+
+// candidatesByRank returns, per label value, the k best hosts that can take a member of g
+// (k = len(g.members)): all placeGroup can use. It walks the ranking and stops as soon as
+// every value has its k, which for a small group in a large cluster means looking at a few
+// hosts instead of all. In spread mode it passes over hosts already running the service:
+// they rank after all others, so they matter only when the walk runs out of hosts.
+// It returns false when the walk would cost about as much as a scan.
+func (p *planner) candidatesByRank(g *group, li *labelIndex) ([]int32, bool) {
+	k := int32(len(g.members))
+	maxVisits := len(g.feas.healthy) / p.scanRatio
+	hostsPerValue := g.feas.healthyPerValue(li)
+	need := resize(p.need, len(hostsPerValue))
+	p.need = need
+	total := 0
+	for v, n := range hostsPerValue {
+		need[v] = min(k, n)
+		total += int(need[v])
+	}
+	cands := p.cands[:0]
+	if total == 0 {
+		return cands, true
+	}
+	if total > maxVisits {
+		return nil, false
+	}
+	end := p.rank.walk(g.req, maxVisits, func(h int32) bool {
+		if !g.feas.ok[h] || !p.canTake(g, h) || !p.opts.Binpack && p.svcOn[h] > 0 {
+			return false
+		}
+		v := int32(0)
+		if li != nil {
+			v = li.valueOf[h]
+		}
+		if need[v] == 0 {
+			return false
+		}
+		need[v]--
+		total--
+		cands = append(cands, h)
+		return total == 0
+	})
+	switch end {
+	case walkGaveUp:
+		return nil, false
+	case walkExhausted:
+		if !p.opts.Binpack {
+			for h := range g.svc.on {
+				if p.svcOn[h] > 0 && p.health[h] == healthy && g.feas.ok[h] && p.canTake(g, h) {
+					cands = append(cands, h)
+				}
+			}
+		}
+	}
+	p.cands = cands
+	return cands, true
 }
 
 // shortlist reorders a so that its k best hosts come first, as a heap ordered by better, and
