@@ -19,10 +19,10 @@ import (
 //     instances in ID order). Nothing else moves it: not a new host, not a better balance.
 //     Instances no longer desired, or that cannot stay, are stopped.
 //  2. Place. The desired instances left are grouped by what they require (same formation,
-//     service, release, resources, constraints); groups go largest first so that small
-//     instances fill the gaps, and each group's instances go one by one to the best host
-//     that can take them (see score.go), or stay unplaced with a reason that counts why
-//     each host refused.
+//     service, release, resources, constraints, distinct hosts, spread label); groups go
+//     largest first (memory, then cpu) so that small instances fill the gaps, and each
+//     group's instances go one by one to the best host that can take them (see score.go),
+//     or stay unplaced with a reason that counts why each host refused.
 //
 // Desired instance IDs and host IDs must be unique; a repeated instance ID is reported
 // unplaced, a repeated host is ignored. Result shares the Constraints slices of desired.
@@ -56,7 +56,7 @@ type svcOnHost struct {
 }
 
 // group is desired instances with identical requirements, placed together so that the
-// hosts are scanned once per group rather than once per instance.
+// hosts are looked at once per group rather than once per instance.
 type group struct {
 	key     groupKey
 	svc     *service
