@@ -347,7 +347,7 @@ func (d *decoder) scalar(n *yaml.Node, p path, want string, tags ...string) (str
 	case v.ShortTag() == "!!null":
 	case tags[0] == "!!str":
 		hint = fmt.Sprintf("; write it in quotes: \"%s\"", truncate(v.Value))
-	case tags[0] == "!!int" && decimal.MatchString(v.Value):
+	case tags[0] == "!!int" && v.ShortTag() == "!!str" && decimal.MatchString(v.Value):
 		hint = "; remove the quotes"
 	}
 	d.at(n, p, "must be %s, not %s%s", want, describe(v), hint)

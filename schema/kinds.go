@@ -207,7 +207,8 @@ func stringList[T any](key string, at func(*T) *[]string, nonEmpty bool, doc str
 }
 
 // env is a mapping of environment variable names to values. Values may be written as any
-// scalar (PORT: 8080, DEBUG: true) and are kept as written.
+// scalar but an empty one (PORT: 8080, DEBUG: true, SINCE: 2024-01-02) and are kept as
+// written: VERSION: 1.10 is "1.10".
 func env[T any](key string, at func(*T) *map[string]string, doc string) field[T] {
 	return field[T]{key: key, doc: doc, def: emptyMapping, schema: envSchema(),
 		decode: func(d *decoder, n *yaml.Node, p path, into *T) {
@@ -222,7 +223,7 @@ func env[T any](key string, at func(*T) *map[string]string, doc string) field[T]
 					d.at(e.key, ep, "%v", err)
 					continue
 				}
-				v, ok := d.scalar(e.value, ep, "a value such as `info` or `8080`", "!!str", "!!int", "!!float", "!!bool")
+				v, ok := d.scalar(e.value, ep, "a value such as `info` or `8080`", "!!str", "!!int", "!!float", "!!bool", "!!timestamp")
 				if !ok {
 					continue
 				}
