@@ -133,3 +133,18 @@ func BenchmarkReplan(b *testing.B) {
 }
 
 func clone[E any](s []E) []E { return append([]E(nil), s...) }
+
+// BenchmarkNaive is the baseline the optimisations are measured against: the same plan with
+// every instance scanning every host (naivePlaceGroup, from the property tests).
+func BenchmarkNaive(b *testing.B) {
+	c := makeCluster(10_000, 1_000, mixedScales)
+	b.Run("10k-instances-1k-hosts", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			p := newPlanner(c.desired, c.hosts, now, Options{DeadAfter: time.Minute})
+			p.keep(nil)
+			p.placeAll(p.naivePlaceGroup)
+			p.result()
+		}
+	})
+}
