@@ -106,6 +106,7 @@ func lines(err error) []string {
 	}
 	var out []string
 	for _, l := range strings.Split(err.Error(), "\n") {
+		l = strings.TrimPrefix(l, "gilliam.yml: ") // the file as a whole
 		out = append(out, strings.TrimPrefix(l, "gilliam.yml:"))
 	}
 	return out

@@ -30,7 +30,7 @@ const (
 		`(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@[A-Za-z][A-Za-z0-9]*([-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$`
 	// Constraints are "label=value", "label!=value" or "label~=regexp"; spaces around the
 	// operator are allowed.
-	constraintPattern = `^\s*([A-Za-z0-9][A-Za-z0-9._/-]*)\s*(=|!=|~=)\s*(\S.*?)\s*$`
+	constraintPattern = `^ *([A-Za-z0-9][A-Za-z0-9._/-]*) *(=|!=|~=) *(\S.*?) *$`
 )
 
 var (
