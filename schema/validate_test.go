@@ -77,29 +77,32 @@ func TestRules(t *testing.T) {
 	}
 }
 
-// What the rules must not refuse.
+// What the rules must not refuse. The JSON Schema must accept these too
+// (TestSchemaAcceptsWhatParseAccepts).
+var allowed = map[string]string{
+	"scale 0":                        "services:\n  web:\n    path: .\n    scale: 0\n",
+	"no port, no check":              "services:\n  worker:\n    path: .\n",
+	"no port, check none":            "services:\n  worker:\n    path: .\n    check: none\n",
+	"check none with a port":         "services:\n  web:\n    path: .\n    ports: [80]\n    check: none\n",
+	"timeout equal to interval":      "services:\n  web:\n    path: .\n    ports: [80]\n    check: {interval: 2s, timeout: 2s}\n",
+	"grace 0 and min_healthy 0":      "services:\n  web:\n    path: .\n    ports: [80]\n    check: {grace: 0s}\n    rollout: {min_healthy: 0s}\n",
+	"equal backoffs":                 "services:\n  web:\n    path: .\n    restart: {min_backoff: 5s, max_backoff: 5s}\n",
+	"a diamond of dependencies":      "services:\n  a:\n    path: a\n    depends_on: [b, c]\n  b:\n    path: b\n    depends_on: [d]\n  c:\n    path: c\n    depends_on: [d]\n  d:\n    image: redis:7\n",
+	"buildpack with command":         "services:\n  web:\n    path: .\n    command: [./web, --port, \"8080\"]\n",
+	"dockerfile with command":        "services:\n  web:\n    type: dockerfile\n    path: .\n    command: [./web]\n",
+	"image with command":             "services:\n  db:\n    image: redis:7\n    command: [redis-server]\n",
+	"image with registry and digest": "services:\n  db:\n    image: 127.0.0.1:5000/team/db@sha256:" + sha + "\n",
+	"preview scale 0":                "services:\n  web:\n    path: .\npreviews:\n  enabled: true\n  services:\n    web: {scale: 0}\n",
+	"names of digits":                "formation: \"2024\"\nservices:\n  \"1\":\n    path: .\n",
+	"path with dots inside":          "services:\n  web:\n    path: a/./b/../c\n",
+	"empty x- key":                   "x-nothing:\nservices:\n  web:\n    path: .\n",
+	"document markers":               "---\nservices:\n  web:\n    path: .\n...\n",
+	"byte order mark":                "\ufeffservices:\n  web:\n    path: .\n",
+	"windows line ends":              "services:\r\n  web:\r\n    path: .\r\n",
+}
+
 func TestRulesAllow(t *testing.T) {
-	for name, src := range map[string]string{
-		"scale 0":                        "services:\n  web:\n    path: .\n    scale: 0\n",
-		"no port, no check":              "services:\n  worker:\n    path: .\n",
-		"no port, check none":            "services:\n  worker:\n    path: .\n    check: none\n",
-		"check none with a port":         "services:\n  web:\n    path: .\n    ports: [80]\n    check: none\n",
-		"timeout equal to interval":      "services:\n  web:\n    path: .\n    ports: [80]\n    check: {interval: 2s, timeout: 2s}\n",
-		"grace 0 and min_healthy 0":      "services:\n  web:\n    path: .\n    ports: [80]\n    check: {grace: 0s}\n    rollout: {min_healthy: 0s}\n",
-		"equal backoffs":                 "services:\n  web:\n    path: .\n    restart: {min_backoff: 5s, max_backoff: 5s}\n",
-		"a diamond of dependencies":      "services:\n  a:\n    path: a\n    depends_on: [b, c]\n  b:\n    path: b\n    depends_on: [d]\n  c:\n    path: c\n    depends_on: [d]\n  d:\n    image: redis:7\n",
-		"buildpack with command":         "services:\n  web:\n    path: .\n    command: [./web, --port, \"8080\"]\n",
-		"dockerfile with command":        "services:\n  web:\n    type: dockerfile\n    path: .\n    command: [./web]\n",
-		"image with command":             "services:\n  db:\n    image: redis:7\n    command: [redis-server]\n",
-		"image with registry and digest": "services:\n  db:\n    image: 127.0.0.1:5000/team/db@sha256:" + sha + "\n",
-		"preview scale 0":                "services:\n  web:\n    path: .\npreviews:\n  enabled: true\n  services:\n    web: {scale: 0}\n",
-		"names of digits":                "formation: \"2024\"\nservices:\n  \"1\":\n    path: .\n",
-		"path with dots inside":          "services:\n  web:\n    path: a/./b/../c\n",
-		"empty x- key":                   "x-nothing:\nservices:\n  web:\n    path: .\n",
-		"document markers":               "---\nservices:\n  web:\n    path: .\n...\n",
-		"byte order mark":                "\ufeffservices:\n  web:\n    path: .\n",
-		"windows line ends":              "services:\r\n  web:\r\n    path: .\r\n",
-	} {
+	for name, src := range allowed {
 		t.Run(name, func(t *testing.T) { mustParse(t, src) })
 	}
 }
