@@ -27,6 +27,7 @@ export GILLIAM_TOOLS := $(CACHE)
 export GILLIAM_BUILDER := $(BUILDER)
 export GILLIAM_RUN_IMAGE := $(RUN_IMAGE)
 export PACK_HOME := $(CACHE)/pack
+export GILLIAM_REPORTS := $(CACHE)/reports
 RACE_PKGS := ./schema/... ./placement/... ./state/...
 TEST_TIMEOUT ?= 25m
 
@@ -40,6 +41,10 @@ help: ## Show this help
 build: ## Build bin/gilliam-sync
 	$(GO) build -o bin/gilliam-sync ./cmd/gilliam-sync
 
+.PHONY: demo
+demo: tools build ## Start everything on this machine (Consul, sync, host daemon) with the hello formation; Ctrl-C stops it
+	@scripts/demo.sh
+
 ##@ Develop
 
 .PHONY: tools
@@ -52,8 +57,10 @@ tools: $(TOOLS_BIN)/consul $(LIFECYCLE_TGZ) $(BUSYBOX) ## Build what tests and t
 
 .PHONY: test
 test: tools ## Run every test, integration tests included (real Consul, Docker, registry, git)
+	@rm -rf $(GILLIAM_REPORTS)
 	$(GO) test -race -timeout $(TEST_TIMEOUT) $(RACE_PKGS)
 	$(GO) test -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v -E '/(schema|placement|state)($$|/)')
+	@if [ -d $(GILLIAM_REPORTS) ]; then echo; echo "Measured by the tests:"; cat $(GILLIAM_REPORTS)/*.txt; fi
 
 .PHONY: check
 check: ## gofmt, go vet, import rules (DESIGN.md) and a go mod tidy diff

@@ -14,6 +14,7 @@ import (
 	packclient "github.com/buildpacks/pack/pkg/client"
 	packimage "github.com/buildpacks/pack/pkg/image"
 	"github.com/buildpacks/pack/pkg/logging"
+	"github.com/docker/docker/client"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/daemon"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -26,6 +27,7 @@ const DefaultBuilder = "gilliam/builder:offline"
 // and publishes the images straight to a registry.
 type Buildpacks struct {
 	pack     *packclient.Client
+	docker   *client.Client
 	builder  string
 	registry string
 	log      *slog.Logger
@@ -64,7 +66,24 @@ func NewBuildpacks(cfg BuildpacksConfig) (*Buildpacks, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pack client: %w", err)
 	}
-	return &Buildpacks{pack: pack, builder: cfg.Builder, registry: strings.TrimSuffix(cfg.Registry, "/"), log: log}, nil
+	docker, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		return nil, fmt.Errorf("docker client: %w", err)
+	}
+	return &Buildpacks{pack: pack, docker: docker, builder: cfg.Builder, registry: strings.TrimSuffix(cfg.Registry, "/"), log: log}, nil
+}
+
+// Registry is where images are published.
+func (b *Buildpacks) Registry() string { return b.registry }
+
+// BuilderID identifies the builder's content (its image ID in the engine), for SourceTag: a
+// rebuilt builder gives new tags, so sources are built again with it.
+func (b *Buildpacks) BuilderID(ctx context.Context) (string, error) {
+	img, err := b.docker.ImageInspect(ctx, b.builder)
+	if err != nil {
+		return "", fmt.Errorf("builder %s: %w", b.builder, err)
+	}
+	return img.ID, nil
 }
 
 // Request is one service to build.
@@ -147,10 +166,12 @@ func (b *Buildpacks) Build(ctx context.Context, req Request) (Result, error) {
 	return Result{Image: repo + "@" + desc.Digest.String(), Duration: time.Since(start)}, nil
 }
 
-// runImageMirror copies the builder's run image from the local engine to the target
-// registry when it is named in another registry (the offline builder names it in
-// 127.0.0.1:5000), and returns the mirror for pack. A run image the engine does not hold is
-// left to pack to find where the builder names it.
+// runImageMirror makes sure the builder's run image can be read from the target registry,
+// where the lifecycle's exporter looks for it: when it is not there, it is copied from the
+// local engine. It returns the mirror to hand pack when the copy has another name than the
+// one the builder gives (the offline builder names it in 127.0.0.1:5000). A run image the
+// engine does not hold is left to pack to find where the builder names it (a public
+// builder's run image in its public registry).
 func (b *Buildpacks) runImageMirror(ctx context.Context) (map[string][]string, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -169,26 +190,27 @@ func (b *Buildpacks) runImageMirror(ctx context.Context) (map[string][]string, e
 	if err != nil {
 		return nil, fmt.Errorf("run image %s: %w", run, err)
 	}
-	if strings.HasPrefix(run, b.registry+"/") {
-		b.mirrorDone = true
-		return nil, nil
-	}
-	img, err := daemon.Image(src, daemon.WithContext(ctx))
-	if err != nil {
-		b.log.Debug("run image not in the engine; pack will look for it where the builder names it", "run_image", run, "err", err)
-		b.mirrorDone = true
-		return nil, nil
-	}
 	target := b.registry + "/" + src.Context().RepositoryStr() + ":" + tagOf(src)
 	dst, err := name.ParseReference(target, name.Insecure)
-	if err == nil {
-		err = remote.Write(dst, img, remote.WithContext(ctx))
-	}
 	if err != nil {
-		return nil, fmt.Errorf("copy run image %s to %s: %w", run, target, err)
+		return nil, fmt.Errorf("run image mirror %s: %w", target, err)
 	}
-	b.log.Info("copied the builder's run image to the registry", "run_image", run, "mirror", target)
-	b.mirror, b.mirrorDone = map[string][]string{run: {target}}, true
+	if _, err := remote.Head(dst, remote.WithContext(ctx)); err != nil {
+		img, err := daemon.Image(src, daemon.WithContext(ctx))
+		if err != nil {
+			b.log.Debug("run image not in the engine; pack will look for it where the builder names it", "run_image", run, "err", err)
+			b.mirrorDone = true
+			return nil, nil
+		}
+		if err := remote.Write(dst, img, remote.WithContext(ctx)); err != nil {
+			return nil, fmt.Errorf("copy run image %s to %s: %w", run, target, err)
+		}
+		b.log.Info("copied the builder's run image to the registry", "run_image", run, "copy", target)
+	}
+	if target != run {
+		b.mirror = map[string][]string{run: {target}}
+	}
+	b.mirrorDone = true
 	return b.mirror, nil
 }
 

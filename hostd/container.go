@@ -60,6 +60,10 @@ func containerSpec(host, advertise string, inst state.Instance, rel *state.Relea
 		bindings[port] = []nat.PortBinding{{HostIP: advertise}}
 	}
 
+	shares := rel.Resources.CPU * 1024 / 1000
+	if shares > 0 && shares < 2 {
+		shares = 2 // the engine's minimum
+	}
 	cfg := &container.Config{
 		Image:        rel.Image,
 		Env:          envList,
@@ -79,9 +83,11 @@ func containerSpec(host, advertise string, inst state.Instance, rel *state.Relea
 		PortBindings: bindings,
 		// Restarts are the host daemon's, with its own backoff: the engine never restarts.
 		RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyDisabled},
+		// CPU is a relative weight (1024 shares per core), not a cap: an instance may use idle
+		// cores. Memory is a hard limit.
 		Resources: container.Resources{
-			NanoCPUs: rel.Resources.CPU * 1_000_000, // millicores to billionths of a CPU
-			Memory:   rel.Resources.Memory,
+			CPUShares: shares,
+			Memory:    rel.Resources.Memory,
 		},
 		LogConfig: container.LogConfig{Type: "json-file", Config: map[string]string{"max-size": "10m", "max-file": "3"}},
 	}

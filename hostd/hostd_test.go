@@ -109,7 +109,7 @@ func TestConvergeStartsRegistersAndReplaces(t *testing.T) {
 	}
 
 	r1 := e.release(t, "one")
-	e.assign(t, &state.Desired{Formation: "demo", Services: map[string][]state.Deployment{"web": {{Release: r1.ID, Scale: 2}}}})
+	e.assign(t, &state.Desired{Formation: "demo", Services: map[string]state.DesiredService{"web": {Deployments: []state.Deployment{{Release: r1.ID, Scale: 2}}}}})
 	testenv.Eventually(t, 60*time.Second, "2 passing instances of release one", func() bool {
 		addrs := e.passing()
 		if len(addrs) != 2 {
@@ -126,7 +126,7 @@ func TestConvergeStartsRegistersAndReplaces(t *testing.T) {
 	// A new release replaces the old: new containers answer, the old are gone from Docker
 	// and from Consul.
 	r2 := e.release(t, "two")
-	e.assign(t, &state.Desired{Formation: "demo", Services: map[string][]state.Deployment{"web": {{Release: r2.ID, Scale: 2}}}})
+	e.assign(t, &state.Desired{Formation: "demo", Services: map[string]state.DesiredService{"web": {Deployments: []state.Deployment{{Release: r2.ID, Scale: 2}}}}})
 	testenv.Eventually(t, 60*time.Second, "2 passing instances of release two, none of one", func() bool {
 		addrs := e.passing()
 		if len(addrs) != 2 {

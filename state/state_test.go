@@ -82,7 +82,7 @@ func TestDesiredCheckAndSet(t *testing.T) {
 	s := state.NewStore(c.Client, "test/")
 	ctx := context.Background()
 
-	d := &state.Desired{Formation: "hello", Services: map[string][]state.Deployment{"web": {{Release: "r1", Scale: 2}}}}
+	d := &state.Desired{Formation: "hello", Services: map[string]state.DesiredService{"web": {Deployments: []state.Deployment{{Release: "r1", Scale: 2}}}}}
 	if err := s.PutDesired(ctx, d, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +93,7 @@ func TestDesiredCheckAndSet(t *testing.T) {
 	if err != nil || got == nil || index == 0 {
 		t.Fatalf("read: %v %d %v", got, index, err)
 	}
-	got.Services["web"][0].Scale = 3
+	got.Services["web"].Deployments[0].Scale = 3
 	if err := s.PutDesired(ctx, got, index); err != nil {
 		t.Fatal(err)
 	}
@@ -107,9 +107,9 @@ func TestDesiredCheckAndSet(t *testing.T) {
 }
 
 func TestInstancesExpandDesired(t *testing.T) {
-	d := &state.Desired{Formation: "f", Services: map[string][]state.Deployment{
-		"web":    {{Release: "aaaaaaaaaaaa", Scale: 2}, {Release: "bbbbbbbbbbbb", Scale: 1}},
-		"worker": {{Release: "cccccccccccc", Scale: 0}},
+	d := &state.Desired{Formation: "f", Services: map[string]state.DesiredService{
+		"web":    {Deployments: []state.Deployment{{Release: "aaaaaaaaaaaa", Scale: 2}, {Release: "bbbbbbbbbbbb", Scale: 1}}},
+		"worker": {Deployments: []state.Deployment{{Release: "cccccccccccc", Scale: 0}}},
 	}}
 	got := d.Instances()
 	want := []string{"f-web-aaaaaaaa-0", "f-web-aaaaaaaa-1", "f-web-bbbbbbbb-0"}

@@ -55,12 +55,14 @@ func (s *Store) releasesKey(formation string) string { return s.prefix + "releas
 func (s *Store) releaseKey(formation, id string) string {
 	return s.releasesKey(formation) + id
 }
-func (s *Store) formationsKey() string              { return s.prefix + "formations/" }
-func (s *Store) desiredKey(formation string) string { return s.formationsKey() + formation + "/desired" }
+func (s *Store) formationsKey() string { return s.prefix + "formations/" }
+func (s *Store) desiredKey(formation string) string {
+	return s.formationsKey() + formation + "/desired"
+}
 func (s *Store) formationStatusKey(formation string) string {
 	return s.formationsKey() + formation + "/status"
 }
-func (s *Store) hostsKey() string                { return s.prefix + "hosts/" }
+func (s *Store) hostsKey() string                 { return s.prefix + "hosts/" }
 func (s *Store) assignmentKey(host string) string { return s.hostsKey() + host + "/assignment" }
 func (s *Store) hostStatusKey(host string) string { return s.hostsKey() + host + "/status" }
 

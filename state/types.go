@@ -100,15 +100,31 @@ func (r *Release) ComputeID() string {
 type Desired struct {
 	Formation string `json:"formation"`
 	// Commit is the commit this desired state was derived from.
-	Commit   string                  `json:"commit"`
-	Services map[string][]Deployment `json:"services"`
-	Updated  time.Time               `json:"updated"`
+	Commit   string                    `json:"commit"`
+	Services map[string]DesiredService `json:"services"`
+	Updated  time.Time                 `json:"updated"`
+}
+
+// DesiredService is what should run of one service, and where it may run.
+type DesiredService struct {
+	Deployments []Deployment `json:"deployments"`
+	// Constraints on host labels, for placement. They are not part of a release: changing
+	// where a service may run does not restart what runs where it still may.
+	Constraints []Constraint `json:"constraints,omitempty"`
 }
 
 // Deployment is a release at a scale.
 type Deployment struct {
 	Release string `json:"release"`
 	Scale   int    `json:"scale"`
+}
+
+// Constraint restricts the hosts an instance may run on by one of their labels: Op is =,
+// != or ~= (a regular expression).
+type Constraint struct {
+	Key   string `json:"key"`
+	Op    string `json:"op"`
+	Value string `json:"value"`
 }
 
 // Instance is one running copy of a release, placed on one host.
@@ -139,8 +155,8 @@ func shortID(release string) string {
 // Instances expands a desired formation into its instances, sorted by ID.
 func (d *Desired) Instances() []Instance {
 	var out []Instance
-	for service, deps := range d.Services {
-		for _, dep := range deps {
+	for service, ds := range d.Services {
+		for _, dep := range ds.Deployments {
 			for i := 0; i < dep.Scale; i++ {
 				out = append(out, Instance{
 					ID:        InstanceID(d.Formation, service, dep.Release, i),

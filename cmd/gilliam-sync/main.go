@@ -76,3 +76,24 @@ func flagExit(err error) int {
 	}
 	return 2
 }
+
+// parseArgs parses flags wherever they stand among the arguments (gilliam-sync status
+// hello --output json, as well as --output json hello) and returns the positional ones.
+// After "--" everything is positional.
+func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return positional, nil
+		}
+		if len(args) > len(rest) && args[len(args)-len(rest)-1] == "--" {
+			return append(positional, rest...), nil
+		}
+		positional = append(positional, rest[0])
+		args = rest[1:]
+	}
+}

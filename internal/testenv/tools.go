@@ -79,3 +79,22 @@ func Builder(t testing.TB) string {
 	}
 	return name
 }
+
+// Report records figures a test measured: it logs them and, when $GILLIAM_REPORTS names a
+// folder (make test sets it), writes them to NAME.txt there, so `make test` can print every
+// report at its end.
+func Report(t testing.TB, name, text string) {
+	t.Helper()
+	t.Log("\n" + text)
+	dir := os.Getenv("GILLIAM_REPORTS")
+	if dir == "" {
+		return
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Logf("testenv: report: %v", err)
+		return
+	}
+	if err := os.WriteFile(filepath.Join(dir, name+".txt"), []byte(text+"\n"), 0o644); err != nil {
+		t.Logf("testenv: report: %v", err)
+	}
+}

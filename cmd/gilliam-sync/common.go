@@ -1,0 +1,76 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/gilliam-sync/gilliam-sync/state"
+)
+
+// consulFlags adds the flags that reach Consul. The client otherwise follows Consul's own
+// environment: CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, CONSUL_CACERT and the rest.
+func consulFlags(fs *flag.FlagSet) func() (*state.Store, error) {
+	addr := fs.String("consul", "", "Consul HTTP address (default $CONSUL_HTTP_ADDR, else 127.0.0.1:8500)")
+	prefix := fs.String("prefix", state.DefaultPrefix, "Consul KV prefix of gilliam-sync's state")
+	return func() (*state.Store, error) {
+		cfg := api.DefaultConfig()
+		if *addr != "" {
+			cfg.Address = *addr
+		}
+		client, err := api.NewClient(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("consul client: %w", err)
+		}
+		return state.NewStore(client, *prefix), nil
+	}
+}
+
+// logFlags adds --log-format and --log-level; the logger writes to w.
+func logFlags(fs *flag.FlagSet, w io.Writer) func() (*slog.Logger, error) {
+	format := fs.String("log-format", "text", "log format: text or json")
+	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	return func() (*slog.Logger, error) {
+		var l slog.Level
+		if err := l.UnmarshalText([]byte(*level)); err != nil {
+			return nil, fmt.Errorf("--log-level %q: %w", *level, err)
+		}
+		opts := &slog.HandlerOptions{Level: l}
+		switch strings.ToLower(*format) {
+		case "text":
+			return slog.New(slog.NewTextHandler(w, opts)), nil
+		case "json":
+			return slog.New(slog.NewJSONHandler(w, opts)), nil
+		}
+		return nil, fmt.Errorf("--log-format %q: want text or json", *format)
+	}
+}
+
+// labelsFlag parses k=v,k=v.
+type labelsFlag map[string]string
+
+func (l labelsFlag) String() string {
+	var parts []string
+	for k, v := range l {
+		parts = append(parts, k+"="+v)
+	}
+	return strings.Join(parts, ",")
+}
+
+func (l labelsFlag) Set(s string) error {
+	for _, kv := range strings.Split(s, ",") {
+		if kv = strings.TrimSpace(kv); kv == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return fmt.Errorf("label %q: want key=value", kv)
+		}
+		l[k] = v
+	}
+	return nil
+}

@@ -1,0 +1,247 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/gilliam-sync/gilliam-sync/hostd"
+	"github.com/gilliam-sync/gilliam-sync/state"
+)
+
+var statusCmd = &command{
+	name:    "status",
+	usage:   "[FORMATION] [--output text|json]",
+	summary: "show formations, their releases and every instance's host, state and health, from Consul",
+	run:     runStatus,
+}
+
+// formationView is what status shows of one formation (and prints as JSON).
+type formationView struct {
+	Name     string        `json:"name"`
+	Repo     string        `json:"repo,omitempty"`
+	Ref      string        `json:"ref,omitempty"`
+	Commit   string        `json:"commit,omitempty"`
+	Deployed string        `json:"deployed,omitempty"`
+	Error    string        `json:"error,omitempty"`
+	Services []serviceView `json:"services"`
+}
+
+type serviceView struct {
+	Name        string             `json:"name"`
+	Deployments []state.Deployment `json:"deployments"`
+	Image       string             `json:"image,omitempty"`
+	Instances   []instanceView     `json:"instances"`
+}
+
+type instanceView struct {
+	ID      string `json:"id"`
+	Release string `json:"release"`
+	Host    string `json:"host,omitempty"`
+	State   string `json:"state"`
+	Health  string `json:"health"`
+	Address string `json:"address,omitempty"`
+	Error   string `json:"error,omitempty"`
+}
+
+func runStatus(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr io.Writer) int {
+	output := fs.String("output", "text", "output format: text or json")
+	newStore := consulFlags(fs)
+	positional, err := parseArgs(fs, args)
+	if err != nil {
+		return flagExit(err)
+	}
+	if len(positional) > 1 {
+		fmt.Fprintln(stderr, "gilliam-sync status: at most one formation")
+		return 2
+	}
+	store, err := newStore()
+	if err != nil {
+		fmt.Fprintln(stderr, "gilliam-sync status:", err)
+		return 1
+	}
+	only := ""
+	if len(positional) == 1 {
+		only = positional[0]
+	}
+	views, err := collectStatus(ctx, store, only)
+	if err != nil {
+		fmt.Fprintln(stderr, "gilliam-sync status:", err)
+		return 1
+	}
+	switch *output {
+	case "json":
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(views)
+	case "text":
+		printStatus(stdout, views)
+	default:
+		fmt.Fprintf(stderr, "gilliam-sync status: --output %q: want text or json\n", *output)
+		return 2
+	}
+	return 0
+}
+
+func collectStatus(ctx context.Context, store *state.Store, only string) ([]formationView, error) {
+	names, err := store.Formations(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if only != "" {
+		names = []string{only}
+	}
+	assignments, _, err := store.Assignments(ctx)
+	if err != nil {
+		return nil, err
+	}
+	hostOf := map[string]string{}
+	hostStatus := map[string]*state.HostStatus{}
+	for h, a := range assignments {
+		for _, inst := range a.Instances {
+			hostOf[inst.ID] = h
+		}
+		if st, err := store.HostStatus(ctx, h); err == nil && st != nil {
+			hostStatus[h] = st
+		}
+	}
+
+	var views []formationView
+	for _, name := range names {
+		v := formationView{Name: name}
+		if st, err := store.FormationStatus(ctx, name); err != nil {
+			return nil, err
+		} else if st != nil {
+			v.Repo, v.Ref, v.Commit, v.Deployed, v.Error = st.Repo, st.Ref, st.Commit, st.Deployed, st.Error
+		}
+		d, _, err := store.Desired(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		if d == nil {
+			if v.Error == "" && v.Commit == "" {
+				return nil, fmt.Errorf("no formation %q in Consul", name)
+			}
+			views = append(views, v)
+			continue
+		}
+		instances := d.Instances()
+		var services []string
+		for s := range d.Services {
+			services = append(services, s)
+		}
+		sort.Strings(services)
+		for _, s := range services {
+			sv := serviceView{Name: s, Deployments: d.Services[s].Deployments}
+			if deps := sv.Deployments; len(deps) > 0 {
+				if rel, err := store.Release(ctx, name, deps[len(deps)-1].Release); err == nil && rel != nil {
+					sv.Image = rel.Image
+				}
+			}
+			health := serviceHealth(store.Client(), hostd.ServiceName(name, s))
+			for _, inst := range instances {
+				if inst.Service != s {
+					continue
+				}
+				iv := instanceView{ID: inst.ID, Release: inst.Release, Host: hostOf[inst.ID], State: "unplaced", Health: "-"}
+				if iv.Host != "" {
+					iv.State = "assigned"
+				}
+				if hs := hostStatus[iv.Host]; hs != nil {
+					for _, is := range hs.Instances {
+						if is.ID == inst.ID {
+							iv.State, iv.Address, iv.Error = is.State, is.Address, is.Error
+						}
+					}
+				}
+				if h, ok := health[inst.ID]; ok {
+					iv.Health = h
+				}
+				sv.Instances = append(sv.Instances, iv)
+			}
+			v.Services = append(v.Services, sv)
+		}
+		views = append(views, v)
+	}
+	return views, nil
+}
+
+// serviceHealth maps instance ID to the aggregated status of its Consul checks.
+func serviceHealth(c *api.Client, service string) map[string]string {
+	out := map[string]string{}
+	entries, _, err := c.Health().Service(service, "", false, nil)
+	if err != nil {
+		return out
+	}
+	for _, e := range entries {
+		out[e.Service.ID] = e.Checks.AggregatedStatus()
+	}
+	return out
+}
+
+func printStatus(w io.Writer, views []formationView) {
+	if len(views) == 0 {
+		fmt.Fprintln(w, "no formations yet")
+		return
+	}
+	for i, v := range views {
+		if i > 0 {
+			fmt.Fprintln(w)
+		}
+		fmt.Fprintf(w, "formation %s", v.Name)
+		if v.Repo != "" {
+			fmt.Fprintf(w, "  (%s, %s)", v.Repo, v.Ref)
+		}
+		fmt.Fprintln(w)
+		fmt.Fprintf(w, "  commit %s, deployed %s\n", orDash(short(v.Commit)), orDash(short(v.Deployed)))
+		if v.Error != "" {
+			fmt.Fprintf(w, "  error: commit %s was not deployed; the deployed one keeps running:\n", short(v.Commit))
+			for _, line := range strings.Split(v.Error, "\n") {
+				fmt.Fprintf(w, "    %s\n", line)
+			}
+		}
+		for _, s := range v.Services {
+			var deps []string
+			for _, d := range s.Deployments {
+				deps = append(deps, fmt.Sprintf("%s x%d", short(d.Release), d.Scale))
+			}
+			fmt.Fprintf(w, "  service %s: release %s\n", s.Name, strings.Join(deps, ", "))
+			if s.Image != "" {
+				fmt.Fprintf(w, "    image %s\n", s.Image)
+			}
+			if len(s.Instances) == 0 {
+				continue
+			}
+			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "    INSTANCE\tHOST\tSTATE\tHEALTH\tADDRESS")
+			for _, in := range s.Instances {
+				fmt.Fprintf(tw, "    %s\t%s\t%s\t%s\t%s\n", in.ID, orDash(in.Host), in.State, in.Health, orDash(in.Address))
+				if in.Error != "" {
+					fmt.Fprintf(tw, "      error: %s\t\t\t\t\n", in.Error)
+				}
+			}
+			tw.Flush()
+		}
+	}
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func short(s string) string {
+	if len(s) > 12 {
+		return s[:12]
+	}
+	return s
+}

@@ -1,0 +1,162 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	stdsync "sync"
+	"time"
+
+	"github.com/docker/docker/client"
+
+	"github.com/gilliam-sync/gilliam-sync/build"
+	"github.com/gilliam-sync/gilliam-sync/hostd"
+	"github.com/gilliam-sync/gilliam-sync/internal/registry"
+	"github.com/gilliam-sync/gilliam-sync/state"
+	"github.com/gilliam-sync/gilliam-sync/sync"
+)
+
+var upCmd = &command{
+	name:    "up",
+	usage:   "--repo URL|PATH [flags]",
+	summary: "run everything on this machine: the sync daemon, a host daemon and an embedded registry",
+	run:     runUp,
+}
+
+func runUp(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr io.Writer) int {
+	repo := fs.String("repo", "", "repository to deploy: a clone URL or a local path (required)")
+	ref := fs.String("ref", "main", "branch to deploy")
+	file := fs.String("file", "gilliam.yml", "path of the gilliam.yml in the repository")
+	data := fs.String("data", ".gilliam", "data directory: repository caches, registry, host state")
+	builder := fs.String("builder", build.DefaultBuilder, "buildpack builder image")
+	reg := fs.String("registry", "", "publish to this registry (host:port) instead of the embedded one")
+	regListen := fs.String("registry-listen", "127.0.0.1:5000", "address of the embedded registry")
+	poll := fs.Duration("poll", 5*time.Second, "how often the repository is polled")
+	hostname, _ := os.Hostname()
+	hostID := fs.String("host-id", hostname, "this host's id")
+	advertise := fs.String("advertise", "127.0.0.1", "IP address instances are published and registered on")
+	labels := labelsFlag{}
+	fs.Var(labels, "labels", "host labels, key=value,...")
+	store := consulFlags(fs)
+	logger := logFlags(fs, stderr)
+	if positional, err := parseArgs(fs, args); err != nil {
+		return flagExit(err)
+	} else if len(positional) > 0 {
+		fmt.Fprintf(stderr, "gilliam-sync up: unexpected arguments %q\n", positional)
+		return 2
+	}
+	if *repo == "" {
+		fmt.Fprintln(stderr, "gilliam-sync up: --repo is required")
+		fs.Usage()
+		return 2
+	}
+	log, err := logger()
+	if err != nil {
+		fmt.Fprintln(stderr, "gilliam-sync up:", err)
+		return 2
+	}
+	if err := up(ctx, upConfig{
+		repo: *repo, ref: *ref, file: *file, data: *data, builder: *builder, registry: *reg,
+		registryListen: *regListen, poll: *poll, hostID: *hostID, advertise: *advertise, labels: labels,
+	}, store, log); err != nil {
+		log.Error("gilliam-sync up stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+type upConfig struct {
+	repo, ref, file, data, builder, registry, registryListen string
+	poll                                                     time.Duration
+	hostID, advertise                                        string
+	labels                                                   map[string]string
+}
+
+func up(ctx context.Context, c upConfig, newStore func() (*state.Store, error), log *slog.Logger) error {
+	data, err := filepath.Abs(c.data)
+	if err != nil {
+		return err
+	}
+	if fi, err := os.Stat(c.repo); err == nil && fi.IsDir() {
+		if c.repo, err = filepath.Abs(c.repo); err != nil {
+			return err
+		}
+	}
+	store, err := newStore()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg stdsync.WaitGroup
+	errc := make(chan error, 3)
+	run := func(name string, f func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				errc <- fmt.Errorf("%s: %w", name, err)
+				cancel()
+			}
+		}()
+	}
+
+	if c.registry == "" {
+		r, err := registry.New(filepath.Join(data, "registry"), log.With("component", "registry"))
+		if err != nil {
+			return err
+		}
+		l, err := net.Listen("tcp", c.registryListen)
+		if err != nil {
+			return fmt.Errorf("embedded registry: %w", err)
+		}
+		c.registry = l.Addr().String()
+		srv := &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second}
+		run("registry", func(ctx context.Context) error {
+			go func() { <-ctx.Done(); srv.Close() }()
+			if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+		log.Info("embedded registry serving", "address", c.registry, "dir", filepath.Join(data, "registry"))
+	}
+
+	docker, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		return fmt.Errorf("docker client: %w", err)
+	}
+	defer docker.Close()
+	host, err := hostd.New(hostd.Config{
+		ID: c.hostID, Advertise: c.advertise, Labels: c.labels, Capacity: hostd.MachineCapacity(),
+		DataDir: filepath.Join(data, "host"), Logger: log.With("component", "hostd"),
+	}, store, docker)
+	if err != nil {
+		return err
+	}
+	builder, err := build.NewBuildpacks(build.BuildpacksConfig{Builder: c.builder, Registry: c.registry, Logger: log.With("component", "build")})
+	if err != nil {
+		return err
+	}
+	syncer, err := sync.New(sync.Config{
+		Repos:   []sync.Repo{{URL: c.repo, Ref: c.ref, File: c.file}},
+		DataDir: filepath.Join(data, "sync"), Interval: c.poll, Logger: log.With("component", "sync"),
+	}, store, builder)
+	if err != nil {
+		return err
+	}
+	run("hostd", host.Run)
+	run("sync", syncer.Run)
+	log.Info("gilliam-sync up", "repo", c.repo, "ref", c.ref, "host", c.hostID, "registry", c.registry, "data", data)
+	<-ctx.Done()
+	wg.Wait()
+	close(errc)
+	return <-errc
+}
