@@ -25,6 +25,8 @@ type command struct {
 var commands = []*command{
 	upCmd,
 	statusCmd,
+	validateCmd,
+	schemaCmd,
 }
 
 func main() {
