@@ -62,6 +62,8 @@ func (s *Store) desiredKey(formation string) string {
 func (s *Store) formationStatusKey(formation string) string {
 	return s.formationsKey() + formation + "/status"
 }
+func (s *Store) configKey(formation string) string  { return s.formationsKey() + formation + "/config" }
+func (s *Store) historyKey(formation string) string { return s.formationsKey() + formation + "/history" }
 func (s *Store) hostsKey() string                 { return s.prefix + "hosts/" }
 func (s *Store) assignmentKey(host string) string { return s.hostsKey() + host + "/assignment" }
 func (s *Store) hostStatusKey(host string) string { return s.hostsKey() + host + "/status" }
@@ -167,6 +169,111 @@ func (s *Store) Desired(ctx context.Context, formation string) (*Desired, uint64
 // must not exist yet); ErrConflict otherwise.
 func (s *Store) PutDesired(ctx context.Context, d *Desired, index uint64) error {
 	return s.put(ctx, s.desiredKey(d.Formation), d, &index)
+}
+
+// ErrNoChange, returned by an UpdateDesired function, means there is nothing to write.
+var ErrNoChange = errors.New("state: no change")
+
+// UpdateDesired reads a formation's desired state (an empty one when absent), lets update
+// change it, and writes it back with check-and-set, re-reading and calling update again
+// on a conflict. update returns ErrNoChange to write nothing; any other error aborts.
+func (s *Store) UpdateDesired(ctx context.Context, formation string, update func(*Desired) error) (*Desired, error) {
+	for attempt := 0; attempt < 10; attempt++ {
+		d, index, err := s.Desired(ctx, formation)
+		if err != nil {
+			return nil, err
+		}
+		if d == nil {
+			d = &Desired{Formation: formation}
+		}
+		if d.Services == nil {
+			d.Services = map[string]DesiredService{}
+		}
+		if err := update(d); errors.Is(err, ErrNoChange) {
+			return d, nil
+		} else if err != nil {
+			return nil, err
+		}
+		err = s.PutDesired(ctx, d, index)
+		if err == nil {
+			return d, nil
+		}
+		if !errors.Is(err, ErrConflict) {
+			return nil, err
+		}
+	}
+	return nil, fmt.Errorf("desired state of %s: too many conflicting writes", formation)
+}
+
+// DeleteFormation removes a formation's desired state, status, config and history, and
+// its releases: what a torn-down preview leaves behind.
+func (s *Store) DeleteFormation(ctx context.Context, formation string) error {
+	w := (&api.WriteOptions{}).WithContext(ctx)
+	for _, prefix := range []string{s.formationsKey() + formation + "/", s.releasesKey(formation)} {
+		if _, err := s.client.KV().DeleteTree(prefix, w); err != nil {
+			return fmt.Errorf("delete %s: %w", prefix, err)
+		}
+	}
+	return nil
+}
+
+// Config reads a formation's config vars and their ModifyIndex (nil, 0 when none).
+func (s *Store) Config(ctx context.Context, formation string) (map[string]string, uint64, error) {
+	var c map[string]string
+	_, index, err := s.get(ctx, s.configKey(formation), &c)
+	return c, index, err
+}
+
+// UpdateConfig changes a formation's config vars with check-and-set, retrying on conflict.
+func (s *Store) UpdateConfig(ctx context.Context, formation string, update func(map[string]string)) error {
+	for attempt := 0; attempt < 10; attempt++ {
+		c, index, err := s.Config(ctx, formation)
+		if err != nil {
+			return err
+		}
+		if c == nil {
+			c = map[string]string{}
+		}
+		update(c)
+		err = s.put(ctx, s.configKey(formation), c, &index)
+		if !errors.Is(err, ErrConflict) {
+			return err
+		}
+	}
+	return fmt.Errorf("config of %s: too many conflicting writes", formation)
+}
+
+// maxHistory is how many events a formation's history keeps.
+const maxHistory = 100
+
+// AddEvents appends to a formation's history, keeping the newest maxHistory.
+func (s *Store) AddEvents(ctx context.Context, formation string, events ...Event) error {
+	if len(events) == 0 {
+		return nil
+	}
+	for attempt := 0; attempt < 10; attempt++ {
+		var h []Event
+		_, index, err := s.get(ctx, s.historyKey(formation), &h)
+		if err != nil {
+			return err
+		}
+		h = append(h, events...)
+		if len(h) > maxHistory {
+			h = h[len(h)-maxHistory:]
+		}
+		err = s.put(ctx, s.historyKey(formation), h, &index)
+		if !errors.Is(err, ErrConflict) {
+			return err
+		}
+	}
+	return fmt.Errorf("history of %s: too many conflicting writes", formation)
+}
+
+// History reads a formation's events, oldest first.
+func (s *Store) History(ctx context.Context, formation string) ([]Event, error) {
+	var h []Event
+	_, _, err := s.get(ctx, s.historyKey(formation), &h)
+	return h, err
 }
 
 // Formations lists the formations that have a desired state or a status, sorted.

@@ -102,15 +102,92 @@ type Desired struct {
 	// Commit is the commit this desired state was derived from.
 	Commit   string                    `json:"commit"`
 	Services map[string]DesiredService `json:"services"`
-	Updated  time.Time                 `json:"updated"`
+	// ConfigIndex is the ModifyIndex of the formation's config vars the releases were
+	// derived with: when the config changes, the latest commit is released again.
+	ConfigIndex uint64    `json:"config_index,omitempty"`
+	Updated     time.Time `json:"updated"`
 }
 
-// DesiredService is what should run of one service, and where it may run.
+// DesiredService is what should run of one service, where it may run, and how it moves
+// from one release to the next. The leader's reconcile loop owns Deployments and Rollout;
+// the other fields are its inputs, from the latest commit (Latest, FileScale, Strategy,
+// Constraints) and from people (Pin, ScaleOverride).
 type DesiredService struct {
+	// Deployments is what runs now: one release when settled; during a roll-out the
+	// release rolling out is last.
 	Deployments []Deployment `json:"deployments"`
 	// Constraints on host labels, for placement. They are not part of a release: changing
 	// where a service may run does not restart what runs where it still may.
 	Constraints []Constraint `json:"constraints,omitempty"`
+	// Strategy is the roll-out policy from gilliam.yml; DependsOn the services whose
+	// roll-outs finish before this one's starts.
+	Strategy  Strategy `json:"strategy"`
+	DependsOn []string `json:"depends_on,omitempty"`
+	// Rollout is the roll-out in progress; nil when settled.
+	Rollout *Rollout `json:"rollout,omitempty"`
+
+	// Latest is the release the latest commit (or config change) derived: the one deployed
+	// unless pinned, or unless its roll-out failed (Failed).
+	Latest string `json:"latest"`
+	// LatestCause says how Latest came: push (a commit) or config (a config var change).
+	LatestCause string `json:"latest_cause,omitempty"`
+	// Failed is the last release whose roll-out failed and was reverted; it is not rolled
+	// out again until a newer release replaces it as Latest.
+	Failed string `json:"failed,omitempty"`
+	// Pin holds the service on a release (a rollback): new commits build and make
+	// releases, but do not deploy until it is lifted.
+	Pin *Pin `json:"pin,omitempty"`
+	// FileScale is the scale gilliam.yml gives at the latest commit. ScaleOverride is set
+	// by `gilliam-sync scale` and holds until FileScale changes.
+	FileScale     int  `json:"file_scale"`
+	ScaleOverride *int `json:"scale_override,omitempty"`
+}
+
+// Strategy says how a new release replaces the running one.
+type Strategy struct {
+	MaxParallel int           `json:"max_parallel"`
+	MinHealthy  time.Duration `json:"min_healthy"`
+	Deadline    time.Duration `json:"deadline"`
+}
+
+// Rollout is a roll-out in progress: From's instances stop only as To's pass their checks.
+type Rollout struct {
+	From    string    `json:"from,omitempty"` // "" for a service that ran nothing
+	To      string    `json:"to"`
+	Started time.Time `json:"started"`
+	Cause   string    `json:"cause"` // push, config, rollback, unpin
+}
+
+// Pin is a rollback: the service stays on Release.
+type Pin struct {
+	Release string    `json:"release"`
+	Since   time.Time `json:"since"`
+}
+
+// Scale is the number of instances the service should run: the override while it holds,
+// else the file's.
+func (ds *DesiredService) Scale() int {
+	if ds.ScaleOverride != nil {
+		return *ds.ScaleOverride
+	}
+	return ds.FileScale
+}
+
+// Target is the release the service should settle on: the pinned one, else the latest
+// unless its roll-out failed, else what runs.
+func (ds *DesiredService) Target() string {
+	switch {
+	case ds.Pin != nil:
+		return ds.Pin.Release
+	case ds.Latest != "" && ds.Latest != ds.Failed:
+		return ds.Latest
+	case len(ds.Deployments) > 0:
+		if ds.Rollout != nil && ds.Rollout.From != "" {
+			return ds.Rollout.From
+		}
+		return ds.Deployments[0].Release
+	}
+	return ds.Latest
 }
 
 // Deployment is a release at a scale.
@@ -190,6 +267,15 @@ type FormationStatus struct {
 	// its file and line when it has them; empty when Commit deployed.
 	Error   string    `json:"error,omitempty"`
 	Updated time.Time `json:"updated"`
+}
+
+// Event is one thing that happened to a formation, for people: a deploy, a roll-out
+// started, done or failed, a rollback, a scale or config change.
+type Event struct {
+	Time    time.Time `json:"time"`
+	Service string    `json:"service,omitempty"`
+	Release string    `json:"release,omitempty"`
+	What    string    `json:"what"`
 }
 
 // HostStatus is what a host daemon reports about its instances.

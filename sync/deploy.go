@@ -1,12 +1,13 @@
 package sync
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"reflect"
 	"strings"
 	"time"
 
@@ -16,24 +17,51 @@ import (
 	"github.com/gilliam-sync/gilliam-sync/state"
 )
 
-// deploy turns a commit into releases and a desired formation. Whatever stops it is
-// reported in the formation's status and the log, and what runs keeps running. A stalled
-// commit (an invalid gilliam.yml, a failed build: a person must push a fix) is not retried;
-// anything else (a registry or Consul away) is, on the next pass.
-func (s *Syncer) deploy(ctx context.Context, r *repoState, commit string) error {
-	log := s.log.With("repo", gitwatch.Sanitize(r.cfg.URL), "ref", r.cfg.Ref, "commit", short(commit))
-	log.Info("new commit")
-	status := &state.FormationStatus{Formation: r.formation, Repo: gitwatch.Sanitize(r.cfg.URL), Ref: r.cfg.Ref, Commit: commit}
-	if status.Formation == "" {
-		status.Formation = schema.DefaultName(r.cfg.URL)
+// target is one thing to deploy: a commit of a watched ref of a repository, as the main
+// formation or as the preview of a pull request.
+type target struct {
+	repo   *repoState
+	ref    string // full ref name
+	commit string
+	pr     int // the pull request this is a preview of; 0 for the deployed branch
+}
+
+// formationName is the formation a gilliam.yml at this target deploys as.
+func (t target) formationName(f *schema.Formation) string {
+	name := f.Name
+	if name == "" {
+		name = schema.DefaultName(t.repo.cfg.URL)
 	}
-	if prev, err := s.store.FormationStatus(ctx, status.Formation); err == nil && prev != nil {
-		status.Deployed = prev.Deployed
+	if t.pr > 0 {
+		name = fmt.Sprintf("%s-pr-%d", name, t.pr)
+	}
+	return name
+}
+
+// deploy turns a commit into releases, and records them as the services' latest in the
+// desired formation; the roll-out itself is advance's. Whatever stops it is reported in
+// the formation's status and the log, and what runs keeps running. A stalled commit (an
+// invalid gilliam.yml, a failed build: a person must push a fix) is not retried; anything
+// else (a registry or Consul away) is, on the next pass. cause is push or config.
+func (s *Syncer) deploy(ctx context.Context, t target, cause string) error {
+	r := t.repo
+	log := s.log.With("repo", gitwatch.Sanitize(r.cfg.URL), "ref", t.ref, "commit", short(t.commit))
+	if cause == "push" {
+		log.Info("new commit")
+	} else {
+		log.Info("config changed: releasing the commit again", "cause", cause)
+	}
+	status := &state.FormationStatus{Formation: r.formations[t.ref], Repo: gitwatch.Sanitize(r.cfg.URL), Ref: t.ref, Commit: t.commit}
+	if status.Formation == "" {
+		status.Formation = target{repo: r, pr: t.pr}.formationName(&schema.Formation{})
 	}
 	fail := func(err error) error {
 		var st *stalled
 		stall := errors.As(err, &st)
 		log.Error("commit not deployed; what runs keeps running", "err", err, "retry", !stall)
+		if prev, perr := s.store.FormationStatus(ctx, status.Formation); perr == nil && prev != nil {
+			status.Deployed = prev.Deployed
+		}
 		status.Error = err.Error()
 		status.Updated = s.cfg.Now().UTC()
 		if werr := s.store.PutFormationStatus(ctx, status); werr != nil {
@@ -42,80 +70,101 @@ func (s *Syncer) deploy(ctx context.Context, r *repoState, commit string) error 
 		if !stall {
 			return err
 		}
-		r.done = commit
+		r.done[t.ref] = t.commit
 		return nil
 	}
 
-	data, err := r.repo.ReadFile(commit, r.cfg.File)
+	data, err := r.repo.ReadFile(t.commit, r.cfg.File)
 	if err != nil {
-		return fail(&stalled{fmt.Errorf("commit %s: %w", short(commit), err)})
+		return fail(&stalled{fmt.Errorf("commit %s: %w", short(t.commit), err)})
 	}
 	f, err := schema.Parse(r.cfg.File, data)
 	if err != nil {
-		return fail(&stalled{fmt.Errorf("commit %s: invalid %s:\n%w", short(commit), r.cfg.File, err)})
+		return fail(&stalled{fmt.Errorf("commit %s: invalid %s:\n%w", short(t.commit), r.cfg.File, err)})
 	}
-	if f.Name == "" {
-		f.Name = schema.DefaultName(r.cfg.URL)
+	status.Formation = t.formationName(f)
+	r.formations[t.ref] = status.Formation
+	log = log.With("formation", status.Formation)
+	if t.pr > 0 {
+		applyPreviewOverrides(f)
 	}
-	if f.Name != status.Formation {
-		status.Formation = f.Name
-		status.Deployed = ""
-		if prev, err := s.store.FormationStatus(ctx, f.Name); err == nil && prev != nil {
-			status.Deployed = prev.Deployed
-		}
+	config, configIndex, err := s.store.Config(ctx, status.Formation)
+	if err != nil {
+		return err
 	}
-	r.formation = f.Name
-	log = log.With("formation", f.Name)
 
-	desired := &state.Desired{Formation: f.Name, Commit: commit, Services: map[string]state.DesiredService{}}
+	latest := map[string]*state.Release{}
 	for _, name := range f.StartOrder() {
 		svc := f.Services[name]
-		image, err := s.image(ctx, r, commit, f.Name, svc)
+		image, err := s.image(ctx, r, t.commit, status.Formation, svc)
 		if err != nil {
 			return fail(err)
 		}
-		rel := newRelease(f.Name, svc, image, commit, s.cfg.Now())
+		rel := newRelease(status.Formation, svc, image, config, t.commit, cause, s.cfg.Now())
 		if err := s.store.PutRelease(ctx, rel); err != nil {
 			return err
 		}
 		log.Info("release written", "service", name, "release", rel.ID, "image", image)
-		ds := state.DesiredService{Deployments: []state.Deployment{{Release: rel.ID, Scale: svc.Scale}}}
-		for _, c := range svc.Constraints {
-			ds.Constraints = append(ds.Constraints, state.Constraint{Key: c.Key, Op: c.Op, Value: c.Value})
-		}
-		desired.Services[name] = ds
+		latest[name] = rel
 	}
 
-	if err := s.writeDesired(ctx, desired); err != nil {
+	_, err = s.store.UpdateDesired(ctx, status.Formation, func(d *state.Desired) error {
+		before, _ := json.Marshal(d)
+		d.Commit, d.ConfigIndex = t.commit, configIndex
+		for name, svc := range f.Services {
+			ds := d.Services[name]
+			if ds.Latest != latest[name].ID {
+				ds.Latest, ds.LatestCause = latest[name].ID, cause
+			}
+			if ds.FileScale != svc.Scale {
+				ds.FileScale, ds.ScaleOverride = svc.Scale, nil // a new file value ends a CLI override
+			}
+			ds.Strategy = state.Strategy{MaxParallel: svc.Rollout.MaxParallel, MinHealthy: svc.Rollout.MinHealthy, Deadline: svc.Rollout.Deadline}
+			ds.DependsOn = svc.DependsOn
+			ds.Constraints = nil
+			for _, c := range svc.Constraints {
+				ds.Constraints = append(ds.Constraints, state.Constraint{Key: c.Key, Op: c.Op, Value: c.Value})
+			}
+			d.Services[name] = ds
+		}
+		for name := range d.Services {
+			if f.Services[name] == nil {
+				delete(d.Services, name) // removed from gilliam.yml: its instances stop
+			}
+		}
+		if after, _ := json.Marshal(d); bytes.Equal(after, before) {
+			return state.ErrNoChange
+		}
+		d.Updated = s.cfg.Now().UTC()
+		return nil
+	})
+	if err != nil {
 		return err
 	}
-	log.Info("desired state written", "services", len(desired.Services))
-	status.Deployed, status.Error, status.Updated = commit, "", s.cfg.Now().UTC()
+	log.Info("desired state written", "services", len(latest))
+	status.Deployed, status.Error, status.Updated = t.commit, "", s.cfg.Now().UTC()
 	if err := s.store.PutFormationStatus(ctx, status); err != nil {
 		return err
 	}
-	r.done = commit
+	r.done[t.ref] = t.commit
 	return nil
 }
 
-// writeDesired replaces a formation's desired state with check-and-set, leaving it alone
-// when only the commit differs: the same releases at the same scale need no write.
-func (s *Syncer) writeDesired(ctx context.Context, d *state.Desired) error {
-	for attempt := 0; attempt < 5; attempt++ {
-		old, index, err := s.store.Desired(ctx, d.Formation)
-		if err != nil {
-			return err
+// applyPreviewOverrides gives a preview formation the scale and env its gilliam.yml asks
+// for previews.
+func applyPreviewOverrides(f *schema.Formation) {
+	for name, o := range f.Previews.Services {
+		svc := f.Services[name]
+		if svc == nil {
+			continue
 		}
-		if old != nil && reflect.DeepEqual(old.Services, d.Services) {
-			return nil
+		if o.Scale != nil {
+			svc.Scale = *o.Scale
 		}
-		d.Updated = s.cfg.Now().UTC()
-		err = s.store.PutDesired(ctx, d, index)
-		if !errors.Is(err, state.ErrConflict) {
-			return err
+		for k, v := range o.Env {
+			svc.Env[k] = v
 		}
 	}
-	return fmt.Errorf("desired state of %s: too many conflicting writes", d.Formation)
 }
 
 // image returns the image a service runs at a commit, pinned by digest: built from its
@@ -167,16 +216,24 @@ func (s *Syncer) image(ctx context.Context, r *repoState, commit, formation stri
 	return res.Image, nil
 }
 
-// newRelease derives a service's release from its gilliam.yml entry and its image.
-func newRelease(formation string, svc *schema.Service, image, commit string, now time.Time) *state.Release {
+// newRelease derives a service's release from its gilliam.yml entry, its image and the
+// formation's config vars, which override the file's env.
+func newRelease(formation string, svc *schema.Service, image string, config map[string]string, commit, cause string, now time.Time) *state.Release {
+	env := make(map[string]string, len(svc.Env)+len(config))
+	for k, v := range svc.Env {
+		env[k] = v
+	}
+	for k, v := range config {
+		env[k] = v
+	}
 	r := &state.Release{
-		Formation: formation, Service: svc.Name, Image: image, Env: svc.Env,
+		Formation: formation, Service: svc.Name, Image: image, Env: env,
 		Check: state.Check{Type: svc.Check.Type, Path: svc.Check.Path,
 			Interval: svc.Check.Interval, Timeout: svc.Check.Timeout, Grace: svc.Check.Grace},
 		Resources: state.Resources{CPU: svc.Resources.CPU, Memory: svc.Resources.Memory},
 		Restart:   state.Restart{MinBackoff: svc.Restart.MinBackoff, MaxBackoff: svc.Restart.MaxBackoff},
 		Internal:  svc.Internal,
-		Commit:    commit, Created: now.UTC(), Cause: "push",
+		Commit:    commit, Created: now.UTC(), Cause: cause,
 	}
 	for _, p := range svc.Ports {
 		r.Ports = append(r.Ports, state.Port{Port: p.Port, Name: p.Name})

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	stdsync "sync"
@@ -35,14 +36,22 @@ type Config struct {
 	DataDir string
 	// Interval is how often repositories are polled and placement re-run (default 5s).
 	Interval time.Duration
-	// LockTTL is the TTL of the leader's Consul session (default 15s): a leader that dies
-	// loses the lock within it, plus Consul's lock delay.
-	LockTTL time.Duration
+	// ID names this daemon in the leader lock and the log (default: hostname and pid).
+	ID string
+	// LockTTL is the TTL of the leader's Consul session (default 15s, at least 10s); a
+	// leader that dies is replaced once Consul expires its session (between one and two
+	// TTLs) and the lock delay has passed. LockDelay defaults to 5s: it keeps a new leader
+	// from acting while the old one may still be finishing a write.
+	LockTTL   time.Duration
+	LockDelay time.Duration
 	// Placement tunes the scheduler; DeadAfter defaults to 30s.
 	Placement placement.Options
 	Logger    *slog.Logger
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Failpoint, when set, is called at named stages of a pass ("before-place"): tests use
+	// it to stop a leader exactly there.
+	Failpoint func(stage string)
 }
 
 // Builder builds services' images; build.Buildpacks is one.
@@ -66,18 +75,21 @@ type Syncer struct {
 	mu       stdsync.Mutex
 	releases map[string]*state.Release // immutable, so cached forever
 	critical map[string]time.Time      // host -> when its liveness check was first seen failing
+	passing  map[string]Passing        // Consul service -> its passing instances, since when
 	unplaced string                    // the last unplaced report, to log only changes
 }
 
-// repoState is what the syncer remembers of a repository between passes.
+// repoState is what the syncer remembers of a repository between passes, per watched ref.
 type repoState struct {
 	cfg     Repo
 	repo    *gitwatch.Repo
 	watcher *gitwatch.Watcher
-	// formation is the name from the last gilliam.yml that parsed, to report errors under.
-	formation string
-	// done is the last commit handled: deployed, or refused for a reason retrying cannot fix.
-	done string
+	// formations is the formation each ref deployed as at its last gilliam.yml that
+	// parsed, to report errors under and to notice config changes.
+	formations map[string]string
+	// done is the last commit handled per ref: deployed, or refused for a reason retrying
+	// cannot fix.
+	done map[string]string
 }
 
 // New returns a syncer; Run starts it.
@@ -87,6 +99,16 @@ func New(cfg Config, store *state.Store, builder Builder) (*Syncer, error) {
 	}
 	if cfg.LockTTL == 0 {
 		cfg.LockTTL = 15 * time.Second
+	}
+	if cfg.LockDelay == 0 {
+		cfg.LockDelay = 5 * time.Second
+	}
+	if cfg.ID == "" {
+		host, _ := os.Hostname()
+		cfg.ID = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	if cfg.Failpoint == nil {
+		cfg.Failpoint = func(string) {}
 	}
 	if cfg.Placement.DeadAfter == 0 {
 		cfg.Placement.DeadAfter = 30 * time.Second
@@ -98,7 +120,7 @@ func New(cfg Config, store *state.Store, builder Builder) (*Syncer, error) {
 		cfg.Now = time.Now
 	}
 	s := &Syncer{cfg: cfg, store: store, builder: builder, log: cfg.Logger,
-		releases: map[string]*state.Release{}, critical: map[string]time.Time{}}
+		releases: map[string]*state.Release{}, critical: map[string]time.Time{}, passing: map[string]Passing{}}
 	for _, rc := range cfg.Repos {
 		if rc.Ref == "" {
 			rc.Ref = "main"
@@ -112,7 +134,8 @@ func New(cfg Config, store *state.Store, builder Builder) (*Syncer, error) {
 			return nil, err
 		}
 		s.repos = append(s.repos, &repoState{cfg: rc, repo: repo,
-			watcher: gitwatch.NewWatcher(repo, []string{rc.Ref}, cfg.Logger)})
+			watcher:    gitwatch.NewWatcher(repo, []string{rc.Ref}, cfg.Logger),
+			formations: map[string]string{}, done: map[string]string{}})
 	}
 	return s, nil
 }
@@ -129,13 +152,20 @@ func (s *Syncer) Run(ctx context.Context) error {
 	for ctx.Err() == nil {
 		lock, err := s.store.Client().LockOpts(&api.LockOptions{
 			Key:         s.store.LeaderKey(),
-			SessionName: "gilliam-sync leader",
+			Value:       []byte(s.cfg.ID),
+			SessionName: "gilliam-sync leader " + s.cfg.ID,
 			SessionTTL:  s.cfg.LockTTL.String(),
+			LockDelay:   s.cfg.LockDelay,
 		})
 		if err != nil {
 			return fmt.Errorf("leader lock: %w", err)
 		}
+		standby, stopStandby := context.WithCancel(ctx)
+		warm := make(chan struct{})
+		go func() { defer close(warm); s.standby(standby) }()
 		lost, err := lock.Lock(ctx.Done())
+		stopStandby()
+		<-warm
 		if err != nil {
 			s.log.Warn("leader lock failing", "err", err)
 			sleep(ctx, s.cfg.Interval)
@@ -144,7 +174,7 @@ func (s *Syncer) Run(ctx context.Context) error {
 		if lost == nil { // ctx ended while waiting
 			break
 		}
-		s.log.Info("leading")
+		s.log.Info("leading", "id", s.cfg.ID)
 		s.lead(ctx, lost)
 		lock.Unlock()
 		if ctx.Err() == nil {
@@ -152,6 +182,17 @@ func (s *Syncer) Run(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// standby keeps the repository caches fetched while another daemon leads, so a takeover
+// starts from warm caches: a hot standby.
+func (s *Syncer) standby(ctx context.Context) {
+	for ctx.Err() == nil {
+		for _, r := range s.repos {
+			r.watcher.Poll(ctx)
+		}
+		sleep(ctx, s.cfg.Interval)
+	}
 }
 
 func (s *Syncer) lead(ctx context.Context, lost <-chan struct{}) {
@@ -179,8 +220,10 @@ func (s *Syncer) lead(ctx context.Context, lost <-chan struct{}) {
 	}
 }
 
-// ReconcileOnce is one pass of the control plane: poll every repository, deploy the new
-// commits, and place what is desired on the live hosts. Tests call it directly.
+// ReconcileOnce is one pass of the control plane: poll every repository and release the
+// new commits (or the same commit again when its formation's config vars changed), advance
+// every service towards its target release and scale, and place what is desired on the
+// live hosts. Tests call it directly.
 func (s *Syncer) ReconcileOnce(ctx context.Context) error {
 	var errs []error
 	for _, r := range s.repos {
@@ -188,14 +231,40 @@ func (s *Syncer) ReconcileOnce(ctx context.Context) error {
 			errs = append(errs, err)
 			continue
 		}
-		commit := r.watcher.Head(r.cfg.Ref)
-		if commit == "" || commit == r.done {
+		ref := gitwatch.FullRef(r.cfg.Ref)
+		t := target{repo: r, ref: ref, commit: r.watcher.Head(ref)}
+		if t.commit == "" {
 			continue
 		}
-		errs = append(errs, s.deploy(ctx, r, commit))
+		if t.commit != r.done[ref] {
+			errs = append(errs, s.deploy(ctx, t, "push"))
+		} else if changed, err := s.configChanged(ctx, r.formations[ref]); err != nil {
+			errs = append(errs, err)
+		} else if changed {
+			errs = append(errs, s.deploy(ctx, t, "config"))
+		}
 	}
+	errs = append(errs, s.advanceAll(ctx))
+	s.cfg.Failpoint("before-place")
 	errs = append(errs, s.place(ctx))
 	return errors.Join(errs...)
+}
+
+// configChanged reports whether a formation's config vars changed since its releases were
+// derived.
+func (s *Syncer) configChanged(ctx context.Context, formation string) (bool, error) {
+	if formation == "" {
+		return false, nil
+	}
+	_, index, err := s.store.Config(ctx, formation)
+	if err != nil {
+		return false, err
+	}
+	d, _, err := s.store.Desired(ctx, formation)
+	if err != nil || d == nil {
+		return false, err
+	}
+	return index != d.ConfigIndex, nil
 }
 
 func sleep(ctx context.Context, d time.Duration) {

@@ -24,6 +24,7 @@ type command struct {
 // commands, in the order help lists them.
 var commands = []*command{
 	upCmd,
+	syncCmd,
 	statusCmd,
 	validateCmd,
 	schemaCmd,

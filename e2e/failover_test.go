@@ -1,0 +1,84 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gilliam-sync/gilliam-sync/internal/testenv"
+	"github.com/gilliam-sync/gilliam-sync/state"
+)
+
+// Two sync daemons; the leader is killed with -9 in the middle of a deploy, after the
+// releases and the desired state are written and before any assignment is. The standby
+// takes over and finishes the deploy without building again, and the end state is the one
+// a deploy without the kill reaches.
+func TestLeaderKilledMidDeploy(t *testing.T) {
+	c := newCluster(t)
+	host := c.host("h")
+	commit := c.repo.CommitDir(filepath.Join(testenv.RepoRoot(t), "examples", "formations", "hello"), "", "hello")
+
+	a := c.sync("a", []string{"GILLIAM_FAILPOINT=pause:before-place"})
+	a.WaitLog(30*time.Second, "leading", "id=a")
+	b := c.sync("b", nil)
+	a.WaitLog(5*time.Minute, "failpoint: paused", "stage=before-place")
+
+	// The leader stopped where we wanted it: releases and desired state written, no
+	// assignment yet.
+	ctx := context.Background()
+	d, _, err := c.store.Desired(ctx, "hello")
+	if err != nil || d == nil || len(d.Services["web"].Deployments) != 1 {
+		t.Fatalf("desired state at the failpoint: %+v %v", d, err)
+	}
+	if n := len(c.assigned()); n != 0 {
+		t.Fatalf("%d instances assigned before the failpoint", n)
+	}
+	if len(b.Logs("leading")) != 0 {
+		t.Fatal("the standby leads while the leader lives")
+	}
+
+	killed := time.Now()
+	a.Kill()
+	took := b.WaitLog(60*time.Second, "leading", "id=b").Time.Sub(killed)
+	b.WaitLog(30*time.Second, "assignments written")
+	testenv.Eventually(t, 60*time.Second, "2 passing instances", func() bool { return len(c.passing("hello-web")) == 2 })
+	serving := time.Since(killed)
+
+	// Nothing was built twice: the leader built, the new leader found the image.
+	builds := len(a.Logs("building")) + len(b.Logs("building"))
+	if builds != 1 {
+		t.Fatalf("%d builds across both daemons, want 1", builds)
+	}
+	if len(b.Logs("build skipped: this source was built already")) == 0 {
+		t.Fatal("the new leader did not reuse the leader's build")
+	}
+
+	// The end state is the one a deploy without the kill reaches: one release, naming the
+	// commit; instances 0 and 1 of it, on the one host.
+	rels, err := c.store.Releases(ctx, "hello")
+	if err != nil || len(rels) != 1 || rels[0].Commit != commit {
+		t.Fatalf("releases: %+v %v", rels, err)
+	}
+	want := []string{state.InstanceID("hello", "web", rels[0].ID, 0), state.InstanceID("hello", "web", rels[0].ID, 1)}
+	var got []string
+	for id, h := range c.assigned() {
+		if h != host {
+			t.Errorf("%s on %s, want %s", id, h, host)
+		}
+		got = append(got, id)
+	}
+	sort.Strings(got)
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("assigned %v, want %v", got, want)
+	}
+	testenv.Report(t, "e2e-leader-failover", strings.Join([]string{
+		"sync leader killed with -9 between desired state and assignments (lock TTL 10s, lock delay 1s):",
+		fmt.Sprintf("  standby leading after      %s", took.Round(time.Millisecond)),
+		fmt.Sprintf("  instances serving after    %s", serving.Round(time.Millisecond)),
+		"  builds across both daemons 1",
+	}, "\n"))
+}
