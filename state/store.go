@@ -62,8 +62,10 @@ func (s *Store) desiredKey(formation string) string {
 func (s *Store) formationStatusKey(formation string) string {
 	return s.formationsKey() + formation + "/status"
 }
-func (s *Store) configKey(formation string) string  { return s.formationsKey() + formation + "/config" }
-func (s *Store) historyKey(formation string) string { return s.formationsKey() + formation + "/history" }
+func (s *Store) configKey(formation string) string { return s.formationsKey() + formation + "/config" }
+func (s *Store) historyKey(formation string) string {
+	return s.formationsKey() + formation + "/history"
+}
 func (s *Store) hostsKey() string                 { return s.prefix + "hosts/" }
 func (s *Store) assignmentKey(host string) string { return s.hostsKey() + host + "/assignment" }
 func (s *Store) hostStatusKey(host string) string { return s.hostsKey() + host + "/status" }

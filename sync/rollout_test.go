@@ -17,7 +17,9 @@ func svc(deps []state.Deployment, latest string, scale int) state.DesiredService
 	}
 }
 
-func dep(release string, scale int) state.Deployment { return state.Deployment{Release: release, Scale: scale} }
+func dep(release string, scale int) state.Deployment {
+	return state.Deployment{Release: release, Scale: scale}
+}
 
 // healthy marks instances 0..n-1 of release as passing since at.
 func healthy(p Passing, release string, n int, at time.Time) Passing {
