@@ -12,16 +12,20 @@ import (
 )
 
 // Reading the YAML document of a gilliam.yml, which may come from anyone who can open a
-// pull request: the file is bounded in size before it is parsed, and the parsed document
-// in the number of values it expands to through aliases and in depth before it is decoded.
-// Within these bounds the decoder walks at most maxValues nodes, so time and memory stay
-// small whatever the input.
+// pull request: the file is bounded in size before it is parsed, and the parsed document,
+// before it is decoded, in what it expands to through aliases: values, text and depth.
+// Within these bounds the decoder walks at most maxValues nodes holding at most maxText
+// bytes, so time and memory stay small whatever the input.
 
 const (
 	// maxValues bounds the values of the document counted as the decoder sees them, with
 	// every alias replaced by what it names. A real gilliam.yml has a few hundred; a
 	// "billion laughs" alias bomb would have billions.
 	maxValues = 100_000
+	// maxText bounds the bytes of the document's scalars, aliases expanded: without it, a
+	// long string named by thousands of aliases would be checked thousands of times.
+	// Without aliases a document holds at most MaxFileSize.
+	maxText = 4 * MaxFileSize
 	// maxDepth bounds how deeply values nest, aliases expanded. The format itself needs 6.
 	maxDepth = 32
 )
@@ -121,9 +125,9 @@ type measure struct {
 	aliases bool                // whether an alias was followed, for the message
 }
 
-// The extent of a node: how many values it expands to, itself included, and how many
-// levels deep they go below it.
-type extent struct{ values, depth int }
+// The extent of a node: how many values it expands to, itself included, the bytes of
+// their text, and how many levels deep they go below it.
+type extent struct{ values, text, depth int }
 
 // walk measures n found at level (the root is at level 1) and reports the first limit it
 // breaks.
@@ -144,13 +148,14 @@ func (m *measure) walk(n *yaml.Node, level int) (extent, bool) {
 		return e, m.check(n, level, e)
 	}
 	m.open[n] = true
-	e := extent{values: 1}
+	e := extent{values: 1, text: len(n.Value)}
 	for _, c := range n.Content {
 		ce, ok := m.walk(c, level+1)
 		if !ok {
 			return extent{}, false
 		}
 		e.values += ce.values
+		e.text += ce.text
 		e.depth = max(e.depth, ce.depth+1)
 		if !m.check(n, level, e) {
 			return extent{}, false
@@ -172,6 +177,9 @@ func (m *measure) check(n *yaml.Node, level int, e extent) bool {
 		return false
 	case e.values > maxValues:
 		m.r.at(n, "", "the document has more than %d values", maxValues)
+		return false
+	case e.text > maxText:
+		m.r.at(n, "", "this value expands to more than %s of text through aliases", formatSize(maxText))
 		return false
 	}
 	return true

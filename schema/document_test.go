@@ -156,6 +156,23 @@ func TestParseFileMissing(t *testing.T) {
 	}
 }
 
+// A long string named by many aliases is refused before it is checked again and again.
+func TestTextBombRefused(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("x-long: &long \"" + strings.Repeat("x", 800_000) + "\"\nservices:\n")
+	for i := range 5000 {
+		fmt.Fprintf(&b, "  s%d: {path: ., process: *long}\n", i)
+	}
+	start := time.Now()
+	_, errs := parse(t, b.String())
+	if len(errs) != 1 || !strings.Contains(errs[0], "more than 4Mi of text through aliases") {
+		t.Fatalf("errors = %q", errs)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("took %v", d)
+	}
+}
+
 // A long key or value repeated in many errors must not blow up the messages.
 func TestLongValuesAreCut(t *testing.T) {
 	long := strings.Repeat("x", 100_000)
