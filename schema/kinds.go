@@ -180,7 +180,7 @@ func cpu[T any](key string, at func(*T) *int64, def int64, doc string) field[T] 
 		}}
 }
 
-// strings is a list of strings; with nonEmpty, the list must hold at least one.
+// stringList is a list of strings; with nonEmpty, the list must hold at least one.
 func stringList[T any](key string, at func(*T) *[]string, nonEmpty bool, doc string) field[T] {
 	minItems := 0
 	if nonEmpty {
