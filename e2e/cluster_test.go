@@ -96,3 +96,25 @@ func (c *cluster) assigned() map[string]string {
 	}
 	return out
 }
+
+// countAnswering counts the passing instances of a Consul service that answer GET / with
+// message.
+func (c *cluster) countAnswering(service, message string) int {
+	n := 0
+	for _, addr := range c.passing(service) {
+		if testenv.HTTPGet("http://"+addr+"/") == message {
+			n++
+		}
+	}
+	return n
+}
+
+// desired reads one service's desired state.
+func (c *cluster) desired(formation, service string) state.DesiredService {
+	c.t.Helper()
+	d, _, err := c.store.Desired(context.Background(), formation)
+	if err != nil || d == nil {
+		c.t.Fatalf("desired state of %s: %v", formation, err)
+	}
+	return d.Services[service]
+}

@@ -26,6 +26,11 @@ var commands = []*command{
 	upCmd,
 	syncCmd,
 	statusCmd,
+	releasesCmd,
+	rollbackCmd,
+	unpinCmd,
+	scaleCmd,
+	envCmd,
 	validateCmd,
 	schemaCmd,
 }

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/hashicorp/consul/api"
 
@@ -38,7 +39,16 @@ type serviceView struct {
 	Name        string             `json:"name"`
 	Deployments []state.Deployment `json:"deployments"`
 	Image       string             `json:"image,omitempty"`
-	Instances   []instanceView     `json:"instances"`
+	// Latest is the release of the latest commit; Pinned the release a rollback holds the
+	// service on; Failed the last release whose roll-out was reverted.
+	Latest  string         `json:"latest,omitempty"`
+	Pinned  string         `json:"pinned,omitempty"`
+	Failed  string         `json:"failed,omitempty"`
+	Rollout *state.Rollout `json:"rollout,omitempty"`
+	// Scale is the target; ScaleByHand tells it was set with gilliam-sync scale.
+	Scale       int            `json:"scale"`
+	ScaleByHand bool           `json:"scale_by_hand,omitempty"`
+	Instances   []instanceView `json:"instances"`
 }
 
 type instanceView struct {
@@ -139,7 +149,12 @@ func collectStatus(ctx context.Context, store *state.Store, only string) ([]form
 		}
 		sort.Strings(services)
 		for _, s := range services {
-			sv := serviceView{Name: s, Deployments: d.Services[s].Deployments}
+			ds := d.Services[s]
+			sv := serviceView{Name: s, Deployments: ds.Deployments, Latest: ds.Latest, Failed: ds.Failed,
+				Rollout: ds.Rollout, Scale: ds.Scale(), ScaleByHand: ds.ScaleOverride != nil}
+			if ds.Pin != nil {
+				sv.Pinned = ds.Pin.Release
+			}
 			if deps := sv.Deployments; len(deps) > 0 {
 				if rel, err := store.Release(ctx, name, deps[len(deps)-1].Release); err == nil && rel != nil {
 					sv.Image = rel.Image
@@ -212,9 +227,23 @@ func printStatus(w io.Writer, views []formationView) {
 			for _, d := range s.Deployments {
 				deps = append(deps, fmt.Sprintf("%s x%d", short(d.Release), d.Scale))
 			}
-			fmt.Fprintf(w, "  service %s: release %s\n", s.Name, strings.Join(deps, ", "))
+			by := ""
+			if s.ScaleByHand {
+				by = ", set by hand"
+			}
+			fmt.Fprintf(w, "  service %s: scale %d%s, running %s\n", s.Name, s.Scale, by, orDash(strings.Join(deps, ", ")))
 			if s.Image != "" {
 				fmt.Fprintf(w, "    image %s\n", s.Image)
+			}
+			if r := s.Rollout; r != nil {
+				fmt.Fprintf(w, "    roll-out (%s) from %s to %s, started %s ago\n", r.Cause, orDash(short(r.From)), short(r.To), time.Since(r.Started).Round(time.Second))
+			}
+			if s.Pinned != "" {
+				fmt.Fprintf(w, "    pinned to %s by a rollback: new commits build but do not deploy (latest %s); gilliam-sync unpin %s %s resumes\n",
+					short(s.Pinned), short(s.Latest), v.Name, s.Name)
+			}
+			if s.Failed != "" && s.Failed == s.Latest {
+				fmt.Fprintf(w, "    roll-out of the latest release %s failed and was reverted; push a fix\n", short(s.Failed))
 			}
 			if len(s.Instances) == 0 {
 				continue

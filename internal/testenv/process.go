@@ -127,6 +127,13 @@ func (p *Process) Output() string {
 	return p.raw.String()
 }
 
+// Lines returns every log line so far.
+func (p *Process) Lines() []LogLine {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]LogLine(nil), p.lines...)
+}
+
 // Logs returns the log lines with message msg whose attributes include every key=value of
 // attrs (values compared as printed), in order.
 func (p *Process) Logs(msg string, attrs ...string) []LogLine {

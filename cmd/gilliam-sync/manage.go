@@ -1,0 +1,367 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gilliam-sync/gilliam-sync/state"
+)
+
+// The commands that change a formation by hand: rollback, unpin, scale and env. Each
+// writes the desired state (or the config vars) in Consul with check-and-set; the leading
+// sync daemon takes it from there on its next pass, so they never fight it.
+
+var rollbackCmd = &command{
+	name:    "rollback",
+	usage:   "FORMATION [SERVICE] [--to RELEASE]",
+	summary: "go back to an earlier release and pin it: new commits build but do not deploy until unpin",
+	run:     runRollback,
+}
+
+var unpinCmd = &command{
+	name:    "unpin",
+	usage:   "FORMATION [SERVICE]",
+	summary: "lift a rollback's pin: the latest release rolls out again",
+	run:     runUnpin,
+}
+
+var scaleCmd = &command{
+	name:    "scale",
+	usage:   "FORMATION SERVICE=N...",
+	summary: "set services' scale; it holds until the scale in gilliam.yml changes",
+	run:     runScale,
+}
+
+var envCmd = &command{
+	name:    "env",
+	usage:   "set FORMATION KEY=VALUE... | unset FORMATION KEY... | list FORMATION [--reveal]",
+	summary: "config vars (secrets among them) merged over gilliam.yml's env into new releases",
+	run:     runEnv,
+}
+
+// manageCommand wraps the common part: parse, open the store, report errors.
+func manageCommand(name string, fs *flag.FlagSet, args []string, stderr io.Writer, do func(ctx context.Context, st *state.Store, args []string) error) func(ctx context.Context) int {
+	newStore := consulFlags(fs)
+	return func(ctx context.Context) int {
+		positional, err := parseArgs(fs, args)
+		if err != nil {
+			return flagExit(err)
+		}
+		st, err := newStore()
+		if err == nil {
+			err = do(ctx, st, positional)
+		}
+		var usage usageError
+		switch {
+		case errors.As(err, &usage):
+			fmt.Fprintf(stderr, "gilliam-sync %s: %v\n", name, err)
+			fs.Usage()
+			return 2
+		case err != nil:
+			fmt.Fprintf(stderr, "gilliam-sync %s: %v\n", name, err)
+			return 1
+		}
+		return 0
+	}
+}
+
+// usageError is a mistake in the command line.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+// services returns the services a command applies to: the one named, or all of them.
+func services(d *state.Desired, only string) ([]string, error) {
+	if only != "" {
+		if _, ok := d.Services[only]; !ok {
+			return nil, fmt.Errorf("formation %s has no service %q (it has %s)", d.Formation, only, strings.Join(serviceNames(d), ", "))
+		}
+		return []string{only}, nil
+	}
+	return serviceNames(d), nil
+}
+
+func serviceNames(d *state.Desired) []string {
+	names := make([]string, 0, len(d.Services))
+	for n := range d.Services {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// existing reads a formation's desired state, failing when there is none.
+func existing(ctx context.Context, st *state.Store, formation string) (*state.Desired, error) {
+	d, _, err := st.Desired(ctx, formation)
+	if err != nil {
+		return nil, err
+	}
+	if d == nil {
+		return nil, fmt.Errorf("no formation %q in Consul", formation)
+	}
+	return d, nil
+}
+
+func runRollback(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr io.Writer) int {
+	to := fs.String("to", "", "release to go back to (an id or a prefix of one; default: the one before what runs)")
+	return manageCommand("rollback", fs, args, stderr, func(ctx context.Context, st *state.Store, args []string) error {
+		if len(args) < 1 || len(args) > 2 {
+			return usageError{"want FORMATION [SERVICE]"}
+		}
+		formation, only := args[0], ""
+		if len(args) == 2 {
+			only = args[1]
+		}
+		d, err := existing(ctx, st, formation)
+		if err != nil {
+			return err
+		}
+		names, err := services(d, only)
+		if err != nil {
+			return err
+		}
+		if *to != "" && len(names) != 1 {
+			return usageError{"--to names one release: name the SERVICE too"}
+		}
+		releases, err := st.Releases(ctx, formation)
+		if err != nil {
+			return err
+		}
+		pins := map[string]string{}
+		for _, name := range names {
+			rel, err := rollbackTarget(releases, name, d.Services[name], *to)
+			if err != nil {
+				return err
+			}
+			pins[name] = rel
+		}
+		now := time.Now().UTC()
+		_, err = st.UpdateDesired(ctx, formation, func(d *state.Desired) error {
+			for name, rel := range pins {
+				ds := d.Services[name]
+				ds.Pin = &state.Pin{Release: rel, Since: now}
+				d.Services[name] = ds
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		var events []state.Event
+		for _, name := range names {
+			fmt.Fprintf(stdout, "%s/%s: rolling back to release %s, pinned (gilliam-sync unpin %s %s to resume)\n", formation, name, short(pins[name]), formation, name)
+			events = append(events, state.Event{Time: now, Service: name, Release: pins[name], What: "rollback to " + short(pins[name]) + ", pinned"})
+		}
+		return st.AddEvents(ctx, formation, events...)
+	})(ctx)
+}
+
+// rollbackTarget picks the release a service goes back to: the one --to names (an id or
+// an unambiguous prefix), else the newest release older than the one it runs.
+func rollbackTarget(releases []*state.Release, service string, ds state.DesiredService, to string) (string, error) {
+	var mine []*state.Release // newest first
+	for _, r := range releases {
+		if r.Service == service {
+			mine = append(mine, r)
+		}
+	}
+	if to != "" {
+		var match []string
+		for _, r := range mine {
+			if strings.HasPrefix(r.ID, to) {
+				match = append(match, r.ID)
+			}
+		}
+		switch len(match) {
+		case 0:
+			return "", fmt.Errorf("service %s has no release %q (gilliam-sync releases lists them)", service, to)
+		case 1:
+			return match[0], nil
+		}
+		return "", fmt.Errorf("release %q is ambiguous for service %s: %s", to, service, strings.Join(match, ", "))
+	}
+	current := ds.Target()
+	for i, r := range mine {
+		if r.ID == current && i+1 < len(mine) {
+			return mine[i+1].ID, nil
+		}
+	}
+	return "", fmt.Errorf("service %s has no release older than %s to go back to", service, short(current))
+}
+
+func runUnpin(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr io.Writer) int {
+	return manageCommand("unpin", fs, args, stderr, func(ctx context.Context, st *state.Store, args []string) error {
+		if len(args) < 1 || len(args) > 2 {
+			return usageError{"want FORMATION [SERVICE]"}
+		}
+		formation, only := args[0], ""
+		if len(args) == 2 {
+			only = args[1]
+		}
+		d, err := existing(ctx, st, formation)
+		if err != nil {
+			return err
+		}
+		names, err := services(d, only)
+		if err != nil {
+			return err
+		}
+		var unpinned []string
+		_, err = st.UpdateDesired(ctx, formation, func(d *state.Desired) error {
+			unpinned = unpinned[:0]
+			for _, name := range names {
+				ds := d.Services[name]
+				if ds.Pin != nil {
+					ds.Pin = nil
+					ds.LatestCause = "unpin"
+					d.Services[name] = ds
+					unpinned = append(unpinned, name)
+				}
+			}
+			if len(unpinned) == 0 {
+				return state.ErrNoChange
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if len(unpinned) == 0 {
+			fmt.Fprintf(stdout, "%s: nothing was pinned\n", formation)
+			return nil
+		}
+		var events []state.Event
+		for _, name := range unpinned {
+			fmt.Fprintf(stdout, "%s/%s: unpinned; the latest release rolls out\n", formation, name)
+			events = append(events, state.Event{Time: time.Now().UTC(), Service: name, What: "unpinned"})
+		}
+		return st.AddEvents(ctx, formation, events...)
+	})(ctx)
+}
+
+func runScale(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr io.Writer) int {
+	return manageCommand("scale", fs, args, stderr, func(ctx context.Context, st *state.Store, args []string) error {
+		if len(args) < 2 {
+			return usageError{"want FORMATION SERVICE=N..."}
+		}
+		formation := args[0]
+		scales := map[string]int{}
+		for _, a := range args[1:] {
+			name, n, ok := strings.Cut(a, "=")
+			scale, err := strconv.Atoi(n)
+			if !ok || err != nil || scale < 0 || scale > 1000 {
+				return usageError{fmt.Sprintf("%q: want SERVICE=N with N from 0 to 1000", a)}
+			}
+			scales[name] = scale
+		}
+		d, err := existing(ctx, st, formation)
+		if err != nil {
+			return err
+		}
+		for name := range scales {
+			if _, err := services(d, name); err != nil {
+				return err
+			}
+		}
+		_, err = st.UpdateDesired(ctx, formation, func(d *state.Desired) error {
+			for name, n := range scales {
+				ds := d.Services[name]
+				ds.ScaleOverride = &n
+				d.Services[name] = ds
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		var events []state.Event
+		for _, name := range sortedKeys(scales) {
+			fmt.Fprintf(stdout, "%s/%s: scale %d (holds until gilliam.yml's scale for it changes)\n", formation, name, scales[name])
+			events = append(events, state.Event{Time: time.Now().UTC(), Service: name, What: fmt.Sprintf("scaled to %d by hand", scales[name])})
+		}
+		return st.AddEvents(ctx, formation, events...)
+	})(ctx)
+}
+
+// envName is what a config var may be called: what a shell and gilliam.yml accept.
+var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+func runEnv(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr io.Writer) int {
+	reveal := fs.Bool("reveal", false, "list: print values (they are secrets: by default only names are shown)")
+	return manageCommand("env", fs, args, stderr, func(ctx context.Context, st *state.Store, args []string) error {
+		if len(args) < 2 {
+			return usageError{"want set|unset|list FORMATION ..."}
+		}
+		verb, formation, rest := args[0], args[1], args[2:]
+		switch verb {
+		case "list":
+			c, _, err := st.Config(ctx, formation)
+			if err != nil {
+				return err
+			}
+			if len(c) == 0 {
+				fmt.Fprintf(stdout, "%s: no config vars\n", formation)
+			}
+			for _, k := range sortedKeys(c) {
+				v := redacted
+				if *reveal {
+					v = c[k]
+				}
+				fmt.Fprintf(stdout, "%s=%s\n", k, v)
+			}
+			return nil
+		case "set", "unset":
+		default:
+			return usageError{fmt.Sprintf("unknown env verb %q: want set, unset or list", verb)}
+		}
+		if len(rest) == 0 {
+			return usageError{"name at least one variable"}
+		}
+		set := map[string]string{}
+		for _, a := range rest {
+			k, v, ok := strings.Cut(a, "=")
+			if verb == "set" && !ok {
+				return usageError{fmt.Sprintf("%q: want KEY=VALUE", a)}
+			}
+			if !envName.MatchString(k) {
+				return usageError{fmt.Sprintf("%q is not a valid variable name", k)}
+			}
+			set[k] = v
+		}
+		err := st.UpdateConfig(ctx, formation, func(c map[string]string) {
+			for k, v := range set {
+				if verb == "set" {
+					c[k] = v
+				} else {
+					delete(c, k)
+				}
+			}
+		})
+		if err != nil {
+			return err
+		}
+		names := sortedKeys(set)
+		fmt.Fprintf(stdout, "%s: %s %s; new releases roll out\n", formation, verb, strings.Join(names, ", "))
+		return st.AddEvents(ctx, formation, state.Event{Time: time.Now().UTC(), What: "config " + verb + " " + strings.Join(names, ", ")})
+	})(ctx)
+}
+
+// redacted stands for a secret's value wherever it would be shown.
+const redacted = "<redacted>"
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
