@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -33,6 +34,26 @@ const maxTxnOps = 64
 type Store struct {
 	client *api.Client
 	prefix string
+	writes writeCounter
+}
+
+// Writes counts what a Store wrote to Consul: requests (a put, a check-and-set, a delete,
+// a transaction) and the keys they wrote.
+type Writes struct {
+	Requests int64 `json:"requests"`
+	Keys     int64 `json:"keys"`
+}
+
+type writeCounter struct{ requests, keys atomic.Int64 }
+
+func (w *writeCounter) add(keys int) {
+	w.requests.Add(1)
+	w.keys.Add(int64(keys))
+}
+
+// Writes returns how much this store has written so far.
+func (s *Store) Writes() Writes {
+	return Writes{Requests: s.writes.requests.Load(), Keys: s.writes.keys.Load()}
 }
 
 // NewStore returns a store under prefix (DefaultPrefix when empty; a trailing slash is
@@ -99,12 +120,14 @@ func (s *Store) put(ctx context.Context, key string, v any, cas *uint64) error {
 	pair := &api.KVPair{Key: key, Value: b}
 	w := (&api.WriteOptions{}).WithContext(ctx)
 	if cas == nil {
+		s.writes.add(1)
 		if _, err := s.client.KV().Put(pair, w); err != nil {
 			return fmt.Errorf("write %s: %w", key, err)
 		}
 		return nil
 	}
 	pair.ModifyIndex = *cas
+	s.writes.add(1)
 	ok, _, err := s.client.KV().CAS(pair, w)
 	if err != nil {
 		return fmt.Errorf("write %s: %w", key, err)
@@ -212,6 +235,7 @@ func (s *Store) UpdateDesired(ctx context.Context, formation string, update func
 func (s *Store) DeleteFormation(ctx context.Context, formation string) error {
 	w := (&api.WriteOptions{}).WithContext(ctx)
 	for _, prefix := range []string{s.formationsKey() + formation + "/", s.releasesKey(formation)} {
+		s.writes.add(1)
 		if _, err := s.client.KV().DeleteTree(prefix, w); err != nil {
 			return fmt.Errorf("delete %s: %w", prefix, err)
 		}
@@ -365,6 +389,7 @@ func (s *Store) WriteAssignments(ctx context.Context, as []*Assignment, indexes 
 	}
 	for len(ops) > 0 {
 		n := min(len(ops), maxTxnOps)
+		s.writes.add(n)
 		ok, resp, _, err := s.client.Txn().Txn(ops[:n], (&api.QueryOptions{}).WithContext(ctx))
 		if err != nil {
 			return fmt.Errorf("write assignments: %w", err)
