@@ -162,6 +162,15 @@ func (s *Store) Release(ctx context.Context, formation, id string) (*Release, er
 	return &r, nil
 }
 
+// DeleteRelease removes a release (garbage collection: never one that runs).
+func (s *Store) DeleteRelease(ctx context.Context, formation, id string) error {
+	s.writes.add(1)
+	if _, err := s.client.KV().Delete(s.releaseKey(formation, id), (&api.WriteOptions{}).WithContext(ctx)); err != nil {
+		return fmt.Errorf("delete release %s of %s: %w", id, formation, err)
+	}
+	return nil
+}
+
 // Releases lists a formation's releases, newest first.
 func (s *Store) Releases(ctx context.Context, formation string) ([]*Release, error) {
 	pairs, _, err := s.client.KV().List(s.releasesKey(formation), (&api.QueryOptions{}).WithContext(ctx))

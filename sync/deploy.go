@@ -147,7 +147,7 @@ func (s *Syncer) deploy(ctx context.Context, t target, cause string) error {
 		return err
 	}
 	r.done[t.ref] = t.commit
-	return nil
+	return s.collectReleases(ctx, status.Formation)
 }
 
 // applyPreviewOverrides gives a preview formation the scale and env its gilliam.yml asks
@@ -206,7 +206,7 @@ func (s *Syncer) image(ctx context.Context, r *repoState, commit, formation stri
 	}
 	log.Info("building", "tree", short(tree), "path", svc.Path)
 	var out tail
-	res, err := s.builder.Build(ctx, build.Request{Formation: formation, Service: svc.Name, Source: src, Tag: tag, Env: env, Log: &out})
+	res, err := s.builder.Build(ctx, build.PackRequest{Formation: formation, Service: svc.Name, Source: src, Tag: tag, Env: env, Log: &out})
 	if err != nil && ctx.Err() == nil {
 		return "", &stalled{fmt.Errorf("service %s: %w\nbuild log (end):\n%s", svc.Name, err, out.String())}
 	} else if err != nil {

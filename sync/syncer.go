@@ -44,6 +44,9 @@ type Config struct {
 	// from acting while the old one may still be finishing a write.
 	LockTTL   time.Duration
 	LockDelay time.Duration
+	// KeepReleases is how many releases per service are kept besides those in use
+	// (default 10).
+	KeepReleases int
 	// Placement tunes the scheduler; DeadAfter defaults to 30s.
 	Placement placement.Options
 	Logger    *slog.Logger
@@ -58,7 +61,7 @@ type Config struct {
 type Builder interface {
 	Registry() string
 	BuilderID(ctx context.Context) (string, error)
-	Build(ctx context.Context, req build.Request) (build.Result, error)
+	Build(ctx context.Context, req build.PackRequest) (build.PackResult, error)
 }
 
 var _ Builder = (*build.Buildpacks)(nil)
@@ -109,6 +112,9 @@ func New(cfg Config, store *state.Store, builder Builder) (*Syncer, error) {
 	}
 	if cfg.Failpoint == nil {
 		cfg.Failpoint = func(string) {}
+	}
+	if cfg.KeepReleases == 0 {
+		cfg.KeepReleases = 10
 	}
 	if cfg.Placement.DeadAfter == 0 {
 		cfg.Placement.DeadAfter = 30 * time.Second
