@@ -91,6 +91,20 @@ func (s *Store) hostsKey() string                 { return s.prefix + "hosts/" }
 func (s *Store) assignmentKey(host string) string { return s.hostsKey() + host + "/assignment" }
 func (s *Store) hostStatusKey(host string) string { return s.hostsKey() + host + "/status" }
 
+func (s *Store) placementKey() string { return s.prefix + "placement" }
+
+// PlacementReport reads the scheduler's last report; an empty one when absent.
+func (s *Store) PlacementReport(ctx context.Context) (*PlacementReport, error) {
+	var r PlacementReport
+	_, _, err := s.get(ctx, s.placementKey(), &r)
+	return &r, err
+}
+
+// PutPlacementReport records what the scheduler could not place.
+func (s *Store) PutPlacementReport(ctx context.Context, r *PlacementReport) error {
+	return s.put(ctx, s.placementKey(), r, nil)
+}
+
 // LeaderKey is the key of the lock the sync daemons contend for.
 func (s *Store) LeaderKey() string { return s.prefix + "leader" }
 

@@ -269,6 +269,21 @@ type FormationStatus struct {
 	Updated time.Time `json:"updated"`
 }
 
+// PlacementReport is what the scheduler could not place, and why, as of its last change:
+// `gilliam-sync status` and `plan` show it.
+type PlacementReport struct {
+	Unplaced []UnplacedInstance `json:"unplaced"`
+	Updated  time.Time          `json:"updated"`
+}
+
+// UnplacedInstance is a desired instance no host could take.
+type UnplacedInstance struct {
+	Instance  string `json:"instance"`
+	Formation string `json:"formation"`
+	Service   string `json:"service"`
+	Reason    string `json:"reason"`
+}
+
 // Event is one thing that happened to a formation, for people: a deploy, a roll-out
 // started, done or failed, a rollback, a scale or config change.
 type Event struct {
@@ -283,7 +298,14 @@ type HostStatus struct {
 	Host      string           `json:"host"`
 	Address   string           `json:"address"`
 	Instances []InstanceStatus `json:"instances"`
-	Updated   time.Time        `json:"updated"`
+	// Strays are containers with this host's labels that no assignment names (short
+	// container IDs): they are removed once they have been strays for the grace period.
+	Strays []string `json:"strays,omitempty"`
+	// Started is when the host daemon started, so a restart shows.
+	Started time.Time `json:"started,omitzero"`
+	// Updated is when this report was written; a host daemon rewrites it at least every
+	// minute, so an old one means the daemon, or its way to Consul, is gone.
+	Updated time.Time `json:"updated"`
 }
 
 // InstanceStatus is one instance as its host sees it.
@@ -294,8 +316,20 @@ type InstanceStatus struct {
 	// State is the container's: created, running, exited, ... or pulling, failed.
 	State string `json:"state"`
 	// Address is host:port of the primary port, as registered in Consul.
-	Address  string `json:"address,omitempty"`
-	Restarts int    `json:"restarts,omitempty"`
-	ExitCode int    `json:"exit_code,omitempty"`
-	Error    string `json:"error,omitempty"`
+	Address string `json:"address,omitempty"`
+	// Health is the status of the instance's check on its host's Consul agent: passing,
+	// warning or critical; empty when unknown. Registered says the agent has the instance's
+	// registration as the host daemon made it.
+	Health     string `json:"health,omitempty"`
+	Registered bool   `json:"registered,omitempty"`
+	// Restarts counts the restarts after a crash; ExitCode is the code of the last exit.
+	Restarts int `json:"restarts,omitempty"`
+	ExitCode int `json:"exit_code,omitempty"`
+	// CrashLoop is set when the instance crashed several times in a row without staying
+	// up; NextRestart is when it is started again; Logs are the last lines it wrote before
+	// its last exit.
+	CrashLoop   bool      `json:"crash_loop,omitempty"`
+	NextRestart time.Time `json:"next_restart,omitzero"`
+	Logs        []string  `json:"logs,omitempty"`
+	Error       string    `json:"error,omitempty"`
 }

@@ -61,7 +61,9 @@ func (s *Syncer) place(ctx context.Context) error {
 	}
 
 	res := placement.Plan(desired, phosts, currentIDs, now, s.cfg.Placement)
-	s.reportUnplaced(res.Unplaced)
+	if err := s.reportUnplaced(ctx, res.Unplaced); err != nil {
+		return err
+	}
 	if len(res.Changed) == 0 {
 		return nil
 	}
@@ -108,20 +110,36 @@ func (s *Syncer) liveness(hosts []state.Host) []placement.Host {
 	return out
 }
 
-func (s *Syncer) reportUnplaced(unplaced []placement.Unplaced) {
+// reportUnplaced logs and records the instances that cannot be placed, when that set or
+// its reasons change.
+func (s *Syncer) reportUnplaced(ctx context.Context, unplaced []placement.Unplaced) error {
 	var lines []string
+	report := &state.PlacementReport{Unplaced: []state.UnplacedInstance{}, Updated: s.cfg.Now().UTC()}
 	for _, u := range unplaced {
 		lines = append(lines, u.Instance.ID+": "+u.Reason)
+		report.Unplaced = append(report.Unplaced, state.UnplacedInstance{
+			Instance: u.Instance.ID, Formation: u.Instance.Formation, Service: u.Instance.Service, Reason: u.Reason})
 	}
 	sort.Strings(lines)
-	report := strings.Join(lines, "\n")
+	text := strings.Join(lines, "\n")
 	s.mu.Lock()
-	changed := report != s.unplaced
-	s.unplaced = report
+	same := s.unplacedKnown && text == s.unplaced
 	s.mu.Unlock()
-	if changed && report != "" {
-		s.log.Warn("instances that cannot be placed", "count", len(lines), "why", report)
+	if same {
+		return nil
 	}
+	if text != "" {
+		s.log.Warn("instances that cannot be placed", "count", len(lines), "why", text)
+	} else if s.unplacedKnown {
+		s.log.Info("every instance is placed")
+	}
+	if err := s.store.PutPlacementReport(ctx, report); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.unplaced, s.unplacedKnown = text, true
+	s.mu.Unlock()
+	return nil
 }
 
 // release returns a release, cached: releases never change.

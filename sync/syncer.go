@@ -75,11 +75,12 @@ type Syncer struct {
 	log     *slog.Logger
 	repos   []*repoState
 
-	mu       stdsync.Mutex
-	releases map[string]*state.Release // immutable, so cached forever
-	critical map[string]time.Time      // host -> when its liveness check was first seen failing
-	passing  map[string]Passing        // Consul service -> its passing instances, since when
-	unplaced string                    // the last unplaced report, to log only changes
+	mu            stdsync.Mutex
+	releases      map[string]*state.Release // immutable, so cached forever
+	critical      map[string]time.Time      // host -> when its liveness check was first seen failing
+	passing       map[string]Passing        // Consul service -> its passing instances, since when
+	unplaced      string                    // the last unplaced report written, to write and log only changes
+	unplacedKnown bool
 }
 
 // repoState is what the syncer remembers of a repository between passes, per watched ref.

@@ -112,6 +112,14 @@ func collectStatus(ctx context.Context, store *state.Store, only string) ([]form
 	if err != nil {
 		return nil, err
 	}
+	report, err := store.PlacementReport(ctx)
+	if err != nil {
+		return nil, err
+	}
+	why := map[string]string{}
+	for _, u := range report.Unplaced {
+		why[u.Instance] = u.Reason
+	}
 	hostOf := map[string]string{}
 	hostStatus := map[string]*state.HostStatus{}
 	for h, a := range assignments {
@@ -168,6 +176,8 @@ func collectStatus(ctx context.Context, store *state.Store, only string) ([]form
 				iv := instanceView{ID: inst.ID, Release: inst.Release, Host: hostOf[inst.ID], State: "unplaced", Health: "-"}
 				if iv.Host != "" {
 					iv.State = "assigned"
+				} else if reason, ok := why[inst.ID]; ok {
+					iv.Error = "cannot be placed: " + reason
 				}
 				if hs := hostStatus[iv.Host]; hs != nil {
 					for _, is := range hs.Instances {
