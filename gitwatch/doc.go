@@ -1,8 +1,15 @@
-// Package gitwatch follows git repositories: it lists remote refs cheaply, fetches into one
-// bare on-disk cache per repository, receives signed webhooks, and turns ref movements
-// (push, force-push, delete, pull-request refs) into events. It also answers what changed
-// between two commits, per service path, by tree hash.
+// Package gitwatch follows git repositories for the sync loop: it lists remote refs cheaply,
+// fetches what moved into one bare on-disk cache per repository, receives signed webhooks,
+// and turns ref movements into events (push, force-push, delete, and pr-opened, pr-updated,
+// pr-closed for previews). It also answers what changed between two commits, per service
+// folder, by tree hash.
 //
-// It talks to git servers through go-git only. It must not import Docker, Consul, pack or
-// any other package of this module except schema.
+// Where to read: config.go is the watch list (RepoConfig, Validate); watch.go is one poll
+// (Watcher.Poll: list, compare, fetch, name the moves); run.go is the loop around it
+// (jitter, backoff, Trigger); webhook.go is the receiver; repo.go is the cache (reads,
+// fetch, corruption check and re-clone); auth.go builds credentials; errors.go says which
+// failures need a person (StalledError) and keeps credentials out of error texts.
+//
+// It talks to git servers through go-git only, and must not import Docker, Consul, pack or
+// any other package of this module except schema. docs/gitwatch.md is the user's guide.
 package gitwatch

@@ -5,11 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/go-git/go-git/v5"
 	gitconfig "github.com/go-git/go-git/v5/config"
@@ -20,49 +21,101 @@ import (
 )
 
 // Repo is one remote repository followed through a bare cache on disk. Fetches into the
-// cache are incremental; reads (files, tree hashes, exports) come from the cache.
+// cache are incremental; reads (files, tree hashes, exports) come from the cache. A Repo
+// is safe for concurrent use: reads share the cache, a fetch or a re-clone has it alone.
 type Repo struct {
-	// URL is the remote, as configured (it may hold credentials: log Sanitized instead).
-	URL  string
-	dir  string
-	auth transport.AuthMethod
-	git  *git.Repository
+	// URL is the remote, as configured (it may hold credentials: log Sanitize(URL)).
+	URL         string
+	dir         string
+	credentials credentials
+	// remote lists and fetches with the URL above, whatever the cache's own config says.
+	remote *git.Remote
+
+	mu  sync.RWMutex
+	git *git.Repository
+	// suspect is set when a read failed in a way a healthy cache would not: the next poll
+	// checks the cache and re-clones it if it is corrupt.
+	suspect atomic.Bool
 }
 
-// Open opens the cache of url under dir, creating it when absent.
+// Open opens the cache of url under dir (which belongs to the cache), creating it when
+// absent and starting it again when it does not open (a corrupt cache). auth may be nil.
 func Open(rawURL, dir string, auth transport.AuthMethod) (*Repo, error) {
-	r, err := git.PlainOpen(dir)
-	if errors.Is(err, git.ErrRepositoryNotExists) {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, fmt.Errorf("create cache of %s: %w", Sanitize(rawURL), err)
+	return open(rawURL, dir, func() (transport.AuthMethod, error) { return auth, nil })
+}
+
+func open(rawURL, dir string, creds credentials) (*Repo, error) {
+	r := &Repo{URL: rawURL, dir: dir, credentials: creds,
+		remote: git.NewRemote(nil, &gitconfig.RemoteConfig{Name: "origin", URLs: []string{rawURL}})}
+	g, err := git.PlainOpen(dir)
+	switch {
+	case err == nil:
+		r.git = g
+		return r, nil
+	case errors.Is(err, git.ErrRepositoryNotExists) && isEmptyDir(dir):
+		return r, r.create()
+	default:
+		// Something is there and it is not a repository we can read: a cache is only a
+		// copy, so start it again rather than ask a person.
+		if err := os.RemoveAll(dir); err != nil {
+			return nil, fmt.Errorf("remove corrupt cache of %s at %s: %w", Sanitize(rawURL), dir, err)
 		}
-		r, err = git.PlainInit(dir, true)
-		if err == nil {
-			_, err = r.CreateRemote(&gitconfig.RemoteConfig{Name: "origin", URLs: []string{rawURL}})
-		}
+		return r, r.create()
+	}
+}
+
+func isEmptyDir(dir string) bool {
+	entries, err := os.ReadDir(dir)
+	return errors.Is(err, os.ErrNotExist) || (err == nil && len(entries) == 0)
+}
+
+// create initialises an empty bare cache in r.dir. Callers hold r.mu or own r.
+func (r *Repo) create() error {
+	if err := os.MkdirAll(r.dir, 0o755); err != nil {
+		return fmt.Errorf("create cache of %s: %w", Sanitize(r.URL), err)
+	}
+	g, err := git.PlainInit(r.dir, true)
+	if err == nil {
+		_, err = g.CreateRemote(&gitconfig.RemoteConfig{Name: "origin", URLs: []string{r.URL}})
 	}
 	if err != nil {
-		return nil, fmt.Errorf("open cache of %s at %s: %w", Sanitize(rawURL), dir, err)
+		return fmt.Errorf("create cache of %s at %s: %w", Sanitize(r.URL), r.dir, err)
 	}
-	return &Repo{URL: rawURL, dir: dir, auth: auth, git: r}, nil
+	r.git = g
+	return nil
 }
+
+// Dir is the cache's folder.
+func (r *Repo) Dir() string { return r.dir }
 
 // ListRefs lists the remote's refs and the commits they point at, like git ls-remote: one
-// small request, no objects transferred.
+// small request, no objects transferred, and the cache is not touched. Annotated tags are
+// peeled to their commit.
 func (r *Repo) ListRefs(ctx context.Context) (map[string]string, error) {
-	remote, err := r.git.Remote("origin")
-	if err != nil {
-		return nil, err
-	}
-	refs, err := remote.ListContext(ctx, &git.ListOptions{Auth: r.auth})
+	auth, err := r.credentials()
 	if err != nil {
 		return nil, fmt.Errorf("list refs of %s: %w", Sanitize(r.URL), err)
 	}
+	refs, err := r.remote.ListContext(ctx, &git.ListOptions{Auth: auth, PeelingOption: git.AppendPeeled})
+	if errors.Is(err, transport.ErrEmptyRemoteRepository) {
+		return map[string]string{}, nil // a definite answer: no refs at all
+	}
+	if err != nil {
+		return nil, scrub(fmt.Errorf("list refs of %s: %w", Sanitize(r.URL), classify(err)), r.URL)
+	}
 	out := make(map[string]string, len(refs))
+	var peeled []*plumbing.Reference
 	for _, ref := range refs {
-		if ref.Type() == plumbing.HashReference {
+		switch {
+		case ref.Type() != plumbing.HashReference:
+		case strings.HasSuffix(ref.Name().String(), "^{}"):
+			peeled = append(peeled, ref)
+		default:
 			out[ref.Name().String()] = ref.Hash().String()
 		}
+	}
+	for _, ref := range peeled {
+		out[strings.TrimSuffix(ref.Name().String(), "^{}")] = ref.Hash().String()
 	}
 	return out, nil
 }
@@ -70,19 +123,105 @@ func (r *Repo) ListRefs(ctx context.Context) (map[string]string, error) {
 // Fetch brings refs (full names, refs/heads/main) and their history into the cache, forced,
 // so a force-pushed ref follows the remote.
 func (r *Repo) Fetch(ctx context.Context, refs ...string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.fetch(ctx, refs)
+}
+
+func (r *Repo) fetch(ctx context.Context, refs []string) error {
+	if len(refs) == 0 {
+		return nil
+	}
+	auth, err := r.credentials()
+	if err != nil {
+		return fmt.Errorf("fetch from %s: %w", Sanitize(r.URL), err)
+	}
 	specs := make([]gitconfig.RefSpec, len(refs))
 	for i, ref := range refs {
 		specs[i] = gitconfig.RefSpec("+" + ref + ":" + ref)
 	}
-	err := r.git.FetchContext(ctx, &git.FetchOptions{RemoteName: "origin", RefSpecs: specs, Auth: r.auth, Force: true, Tags: git.NoTags})
+	// The remote is built on the cache's storage each time: the storage changes on re-clone.
+	remote := git.NewRemote(r.git.Storer, r.remote.Config())
+	err = remote.FetchContext(ctx, &git.FetchOptions{RefSpecs: specs, Auth: auth, Force: true, Tags: git.NoTags})
 	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
-		return fmt.Errorf("fetch %s from %s: %w", strings.Join(refs, ", "), Sanitize(r.URL), err)
+		return scrub(fmt.Errorf("fetch %s from %s: %w", strings.Join(refs, ", "), Sanitize(r.URL), classify(err)), r.URL)
 	}
 	return nil
 }
 
-// Resolve returns the commit a ref points at in the cache, "" when the cache lacks it.
+// verify checks the cache as it is on disk, through a fresh handle (an open one may serve
+// objects from memory that the disk lost): the commit and root tree of every ref, and
+// every folder of the refs deep reports true for (the deployed ones, which builds read).
+// It costs no network. On success the fresh handle replaces the old one. Callers hold
+// r.mu.
+func (r *Repo) verify(deep func(ref string) bool) error {
+	g, err := git.PlainOpen(r.dir)
+	if err != nil {
+		return err
+	}
+	refs, err := g.References()
+	if err != nil {
+		return err
+	}
+	fresh := &Repo{git: g}
+	err = refs.ForEach(func(ref *plumbing.Reference) error {
+		if ref.Type() != plumbing.HashReference {
+			return nil
+		}
+		c, err := fresh.peel(ref.Hash())
+		if err != nil {
+			return fmt.Errorf("%s: %w", ref.Name(), err)
+		}
+		t, err := c.Tree()
+		if err != nil || !deep(ref.Name().String()) {
+			return err
+		}
+		walker := object.NewTreeWalker(t, true, nil)
+		defer walker.Close()
+		for {
+			_, _, err := walker.Next()
+			if err == io.EOF {
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("%s: %w", ref.Name(), err)
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	r.git = g
+	return nil
+}
+
+// reclone throws the cache away and fetches refs into a new one. Callers hold r.mu.
+func (r *Repo) reclone(ctx context.Context, refs []string) error {
+	if err := os.RemoveAll(r.dir); err != nil {
+		return fmt.Errorf("remove corrupt cache of %s: %w", Sanitize(r.URL), err)
+	}
+	if err := r.create(); err != nil {
+		return err
+	}
+	return r.fetch(ctx, refs)
+}
+
+// deleteRef forgets a ref the remote deleted, so that a restart does not report it again.
+func (r *Repo) deleteRef(ref string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.git.Storer.RemoveReference(plumbing.ReferenceName(ref))
+}
+
+// Resolve returns the commit a ref points at in the cache (an annotated tag is peeled to
+// its commit), "" when the cache lacks the ref.
 func (r *Repo) Resolve(ref string) (string, error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.resolve(ref)
+}
+
+func (r *Repo) resolve(ref string) (string, error) {
 	h, err := r.git.Reference(plumbing.ReferenceName(ref), true)
 	if errors.Is(err, plumbing.ErrReferenceNotFound) {
 		return "", nil
@@ -90,15 +229,64 @@ func (r *Repo) Resolve(ref string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return h.Hash().String(), nil
+	c, err := r.peel(h.Hash())
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", ref, err)
+	}
+	return c.Hash.String(), nil
 }
 
+// peel returns the commit h names, directly or through annotated tags.
+func (r *Repo) peel(h plumbing.Hash) (*object.Commit, error) {
+	for range 10 { // tags of tags, bounded
+		o, err := r.git.Object(plumbing.AnyObject, h)
+		if err != nil {
+			return nil, err
+		}
+		switch o := o.(type) {
+		case *object.Commit:
+			return o, nil
+		case *object.Tag:
+			h = o.Target
+		default:
+			return nil, fmt.Errorf("%s is a %s, not a commit", h, o.Type())
+		}
+	}
+	return nil, fmt.Errorf("%s: too many nested tags", h)
+}
+
+// isAncestor reports whether old is an ancestor of (or equal to) new in the cache. An old
+// commit the cache lacks is not an ancestor: the cache holds the history of every ref it
+// fetched, so a missing old commit was rewritten away.
+func (r *Repo) isAncestor(old, new string) (bool, error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	n, err := r.git.CommitObject(plumbing.NewHash(new))
+	if err != nil {
+		return false, fmt.Errorf("commit %s of %s: %w", short(new), Sanitize(r.URL), err)
+	}
+	o, err := r.git.CommitObject(plumbing.NewHash(old))
+	if errors.Is(err, plumbing.ErrObjectNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("commit %s of %s: %w", short(old), Sanitize(r.URL), err)
+	}
+	return o.IsAncestor(n)
+}
+
+// tree is the root tree of commit. Callers hold r.mu for reading. A failure marks the
+// cache suspect, for the next poll to check.
 func (r *Repo) tree(commit string) (*object.Tree, error) {
 	c, err := r.git.CommitObject(plumbing.NewHash(commit))
-	if err != nil {
-		return nil, fmt.Errorf("commit %s of %s: %w", commit, Sanitize(r.URL), err)
+	if err == nil {
+		var t *object.Tree
+		if t, err = c.Tree(); err == nil {
+			return t, nil
+		}
 	}
-	return c.Tree()
+	r.suspect.Store(true)
+	return nil, fmt.Errorf("commit %s of %s: %w", short(commit), Sanitize(r.URL), err)
 }
 
 // ErrNotFound is returned for a path absent at a commit.
@@ -106,6 +294,8 @@ var ErrNotFound = errors.New("not found")
 
 // ReadFile returns the content of the file at p (slash-separated, from the root) at commit.
 func (r *Repo) ReadFile(commit, p string) ([]byte, error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
 	t, err := r.tree(commit)
 	if err != nil {
 		return nil, err
@@ -128,17 +318,15 @@ func (r *Repo) ReadFile(commit, p string) ([]byte, error) {
 // TreeHash is the git tree hash of the folder p at commit ("." is the root): it changes
 // exactly when a file under p changes, so it tells whether a service must be rebuilt.
 func (r *Repo) TreeHash(commit, p string) (string, error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
 	t, err := r.tree(commit)
 	if err != nil {
 		return "", err
 	}
-	p = path.Clean(p)
-	if p == "." {
-		return t.Hash.String(), nil
-	}
-	e, err := t.FindEntry(p)
+	e, err := entry(t, p)
 	if err != nil {
-		return "", fmt.Errorf("%s at %s: %w", p, short(commit), ErrNotFound)
+		return "", fmt.Errorf("%s at %s: %w", p, short(commit), err)
 	}
 	if e.Mode != filemode.Dir {
 		return "", fmt.Errorf("%s at %s is not a folder", p, short(commit))
@@ -146,9 +334,23 @@ func (r *Repo) TreeHash(commit, p string) (string, error) {
 	return e.Hash.String(), nil
 }
 
+// entry finds p in the root tree t; the root itself is a folder entry.
+func entry(t *object.Tree, p string) (*object.TreeEntry, error) {
+	if p = path.Clean(p); p == "." || p == "/" {
+		return &object.TreeEntry{Name: ".", Mode: filemode.Dir, Hash: t.Hash}, nil
+	}
+	e, err := t.FindEntry(strings.TrimPrefix(p, "/"))
+	if errors.Is(err, object.ErrEntryNotFound) || errors.Is(err, object.ErrDirectoryNotFound) {
+		return nil, ErrNotFound
+	}
+	return e, err
+}
+
 // Export writes the files under folder p at commit into dir, with their executable bits and
 // symlinks, as a build's source.
 func (r *Repo) Export(commit, p, dir string) error {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
 	t, err := r.tree(commit)
 	if err != nil {
 		return err
@@ -176,16 +378,6 @@ func (r *Repo) Export(commit, p, dir string) error {
 			return os.WriteFile(target, []byte(content), 0o644)
 		}
 	})
-}
-
-// Sanitize removes credentials from a repository URL, for logs and errors.
-func Sanitize(rawURL string) string {
-	u, err := url.Parse(rawURL)
-	if err != nil || u.User == nil {
-		return rawURL
-	}
-	u.User = nil
-	return u.String()
 }
 
 func short(commit string) string {

@@ -1,0 +1,85 @@
+package gitwatch
+
+import (
+	"errors"
+	"net/url"
+	"strings"
+
+	"github.com/go-git/go-git/v5/plumbing/transport"
+)
+
+// StalledError is a failure that waiting will not fix: credentials refused, an unknown or
+// changed host key, a repository that is not there. A person must act; until then Run
+// retries at its slowest pace only, so that a wrong password does not hammer the forge
+// (some lock accounts after repeated failures).
+type StalledError struct {
+	// Reason says what a person should look at, in a few words.
+	Reason string
+	Err    error
+}
+
+func (e *StalledError) Error() string { return e.Reason + ": " + e.Err.Error() }
+func (e *StalledError) Unwrap() error { return e.Err }
+
+// Stalled reports whether err needs a person rather than another attempt.
+func Stalled(err error) bool {
+	var s *StalledError
+	return errors.As(err, &s)
+}
+
+// classify marks the transport failures that retrying cannot fix as stalled.
+func classify(err error) error {
+	var s *StalledError
+	switch {
+	case err == nil, errors.As(err, &s):
+		return err
+	case errors.Is(err, transport.ErrAuthenticationRequired), errors.Is(err, transport.ErrAuthorizationFailed),
+		strings.Contains(err.Error(), "ssh: unable to authenticate"):
+		return &StalledError{Reason: "credentials refused", Err: err}
+	case errors.Is(err, transport.ErrRepositoryNotFound):
+		return &StalledError{Reason: "no such repository, or not visible with these credentials", Err: err}
+	}
+	return err
+}
+
+// Sanitize removes credentials from a repository URL, for logs, errors and events.
+func Sanitize(rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil || u.User == nil {
+		return rawURL
+	}
+	u.User = nil
+	return u.String()
+}
+
+// sanitizedError keeps credentials of a URL out of an error's text, whatever the libraries
+// below put in it; errors.Is and errors.As still see the original.
+type sanitizedError struct {
+	msg string
+	err error
+}
+
+func (e *sanitizedError) Error() string { return e.msg }
+func (e *sanitizedError) Unwrap() error { return e.err }
+
+// scrub returns err with the user information of rawURL (user:password, a token used as
+// user name) removed from its text. Stalled errors stay stalled.
+func scrub(err error, rawURL string) error {
+	if err == nil {
+		return nil
+	}
+	u, perr := url.Parse(rawURL)
+	if perr != nil || u.User == nil {
+		return err
+	}
+	msg := err.Error()
+	msg = strings.ReplaceAll(msg, rawURL, Sanitize(rawURL))
+	msg = strings.ReplaceAll(msg, u.User.String()+"@", "")
+	if p, ok := u.User.Password(); ok && p != "" {
+		msg = strings.ReplaceAll(msg, p, "***")
+	}
+	if msg == err.Error() {
+		return err
+	}
+	return &sanitizedError{msg: msg, err: err}
+}
