@@ -31,8 +31,12 @@ func SourceTag(treeHash, builder string, env map[string]string) string {
 	for _, k := range keys {
 		fmt.Fprintf(h, "env %s=%s\n", k, env[k])
 	}
-	return "src-" + hex.EncodeToString(h.Sum(nil))[:32]
+	return sourceTagPrefix + hex.EncodeToString(h.Sum(nil))[:32]
 }
+
+// sourceTagPrefix starts every tag SourceTag makes: garbage collection deletes only images
+// whose every tag starts so.
+const sourceTagPrefix = "src-"
 
 // BuildEnv is the part of a service's environment its build sees: the variables that
 // configure buildpacks (BP_*). The rest is runtime configuration; changing it makes a new

@@ -24,21 +24,33 @@ type ImageBuilder interface {
 type Options struct {
 	Tags   []string
 	Labels map[string]string
+	// BuildArgs are the Dockerfile's ARG values.
+	BuildArgs map[string]string
 	// Log receives the builder's output; nil discards it.
 	Log io.Writer
 }
 
 // Build builds the Dockerfile at the root of dir with the Docker engine's classic
 // builder and returns the image ID. Nothing is pulled: the Dockerfile may only start FROM
-// scratch or from an image the engine already has.
+// scratch or from an image the engine already has. A step that fails (a RUN exiting
+// non-zero, a COPY of a missing file, a FROM of an absent image) comes back as a
+// *jsonmessage.JSONError in the error chain; the engine's own failures do not.
 func Build(ctx context.Context, docker ImageBuilder, dir string, opts Options) (string, error) {
 	pr, pw := io.Pipe()
 	go func() { pw.CloseWithError(tarDir(pw, dir)) }()
 	defer pr.Close()
 
+	var args map[string]*string
+	for k, v := range opts.BuildArgs {
+		if args == nil {
+			args = map[string]*string{}
+		}
+		args[k] = &v
+	}
 	resp, err := docker.ImageBuild(ctx, pr, build.ImageBuildOptions{
 		Tags:        opts.Tags,
 		Labels:      opts.Labels,
+		BuildArgs:   args,
 		Remove:      true,
 		ForceRemove: true,
 		Version:     build.BuilderV1,

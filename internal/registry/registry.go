@@ -23,9 +23,10 @@ import (
 
 // Registry is an http.Handler serving the OCI distribution API from a folder.
 type Registry struct {
-	dir     string
+	dir     string // the manifest journal
+	blobs   string
 	handler http.Handler
-	mu      sync.Mutex // orders journal writes
+	mu      sync.Mutex // orders journal writes, blob touches and garbage collection
 }
 
 // manifestPath matches /v2/<repo>/manifests/<reference>.
@@ -51,7 +52,8 @@ func New(dir string, logger *slog.Logger) (*Registry, error) {
 		upstreamLog = log.New(io.Discard, "", 0)
 	}
 	r := &Registry{
-		dir: manifests,
+		dir:   manifests,
+		blobs: blobs,
 		handler: ggcr.New(
 			ggcr.WithBlobHandler(ggcr.NewDiskBlobHandler(blobs)),
 			ggcr.Logger(upstreamLog),
@@ -70,6 +72,15 @@ type journaled struct {
 }
 
 func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	if req.URL.Path == GCPath {
+		r.serveGC(w, req)
+		return
+	}
+	if b := blobPath.FindStringSubmatch(req.URL.Path); b != nil {
+		r.touchBlob(b[1])
+	} else if mount := req.URL.Query().Get("mount"); mount != "" {
+		r.touchBlob(mount)
+	}
 	m := manifestPath.FindStringSubmatch(req.URL.Path)
 	if m == nil || (req.Method != http.MethodPut && req.Method != http.MethodDelete) {
 		r.handler.ServeHTTP(w, req)

@@ -1,0 +1,364 @@
+package build_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/gilliam-sync/gilliam-sync/build"
+	"github.com/gilliam-sync/gilliam-sync/internal/testenv"
+)
+
+// A Go service builds with the offline builder, lands in the registry by digest and runs.
+// Asked again with no change, nothing is built (no build container starts, the sources are
+// not even written) and the same digest comes back; a new Builder on the same data dir and
+// registry (a restarted daemon) builds nothing either: the registry is the memory.
+func TestGoServiceBuildsRunsAndIsNotBuiltTwice(t *testing.T) {
+	d := testenv.NewDocker(t)
+	reg := testenv.NewRegistry(t)
+	data := t.TempDir()
+	var logged syncBuffer
+	b := newBuilder(t, reg.Addr, data, func(c *build.Config) {
+		c.Logger = slog.New(slog.NewTextHandler(&logged, nil))
+	})
+	ctx := context.Background()
+
+	src := readSource(t, "goapp")
+	req := src.request("go", "c0ffee1")
+	res, err := b.Build(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("built %s in %s", res.Image, res.Duration.Round(time.Millisecond))
+	if !res.Built || !strings.HasPrefix(res.Image, reg.Addr+"/"+formation+"/go@sha256:") || res.TreeHash != src.tree() {
+		t.Fatalf("result %+v: want a build pinned by digest in the test registry, of tree %s", res, src.tree())
+	}
+	answers(t, serve(t, d, res.Image), "hello from goapp")
+
+	// The build log is kept, and was streamed to the daemon's log with the service's name.
+	text, err := os.ReadFile(res.Log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(text), "\nGo: ") || !strings.Contains(string(text), "gilliam-sync: built "+res.Image) {
+		t.Errorf("build log %s lacks the Go buildpack's output or the result:\n%s", res.Log, text)
+	}
+	if !strings.Contains(logged.String(), `msg=build formation=buildtest service=go commit=c0ffee1 line="Go: `) {
+		t.Errorf("the build's output was not streamed to the logger with the service's name:\n%s", logged.String())
+	}
+
+	// No change: nothing is built, in this Builder or in a new one on the same data dir.
+	for _, restarted := range []bool{false, true} {
+		if restarted {
+			b = newBuilder(t, reg.Addr, data)
+		}
+		containers := countBuildContainers(t, d, "go")
+		var writes int
+		again := req
+		again.Commit, again.Source = "c0ffee2", src.write(&writes)
+		res2, err := b.Build(ctx, again)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := containers.count(); n != 0 || res2.Built || writes != 0 {
+			t.Fatalf("restarted=%v: an unchanged service was built again: %d build containers, Built=%v, sources written %d times", restarted, n, res2.Built, writes)
+		}
+		if res2.Image != res.Image {
+			t.Fatalf("restarted=%v: image %s, want the first build's %s", restarted, res2.Image, res.Image)
+		}
+		t.Logf("restarted=%v: no change found in %s", restarted, res2.Duration)
+	}
+}
+
+// A Procfile service (no Go) builds and runs its web process.
+func TestProcfileServiceBuildsAndRuns(t *testing.T) {
+	d := testenv.NewDocker(t)
+	reg := testenv.NewRegistry(t)
+	b := newBuilder(t, reg.Addr, "")
+	res, err := b.Build(context.Background(), readSource(t, "procfile").request("procfile", "abc"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	answers(t, serve(t, d, res.Image), "hello from procfile")
+}
+
+// An image service is resolved to the digest its tag points at when asked, so a release
+// made from it never changes when the tag moves.
+func TestImageServiceResolvesToDigest(t *testing.T) {
+	d := testenv.NewDocker(t)
+	reg := testenv.NewRegistry(t)
+	b := newBuilder(t, reg.Addr, "")
+	first := testenv.PushImage(t, d.TestImage(t), reg.Addr+"/team/app")
+
+	req := build.Request{Formation: formation, Service: "db", Kind: build.KindImage, Image: reg.Addr + "/team/app:latest"}
+	res, err := b.Build(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Image != first || res.Built {
+		t.Fatalf("resolved %+v, want %s, not built", res, first)
+	}
+
+	// The tag moves: a new request sees the new digest; the first stays what it was.
+	moved := testenv.PushImage(t, d.TestImage(t), reg.Addr+"/team/other")
+	pushTag(t, moved, reg.Addr+"/team/app:latest")
+	res, err = b.Build(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := reg.Addr + "/team/app@" + digestOf(moved); res.Image != want {
+		t.Fatalf("after the tag moved: %s, want %s", res.Image, want)
+	}
+}
+
+// A dockerfile service builds FROM scratch with the engine (nothing pulled), is pushed by
+// digest and runs; unchanged, it is not built again.
+func TestDockerfileServiceBuildsAndRuns(t *testing.T) {
+	d := testenv.NewDocker(t)
+	reg := testenv.NewRegistry(t)
+	b := newBuilder(t, reg.Addr, "")
+	bin := goBinary(t, "hello from a Dockerfile")
+	dockerfile := "FROM scratch\nARG GREETING\nCOPY app /app\nENV PORT=8080 GREETING=${GREETING}\nENTRYPOINT [\"/app\"]\n"
+	writes := 0
+	req := build.Request{Formation: formation, Service: "dockerfile", Kind: build.KindDockerfile,
+		Commit: "d0c", TreeHash: source{"Dockerfile": dockerfile, "app": string(bin)}.tree(),
+		Env: map[string]string{"GREETING": "hi"},
+		Source: func(dir string) error {
+			writes++
+			if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(dockerfile), 0o644); err != nil {
+				return err
+			}
+			return os.WriteFile(filepath.Join(dir, "app"), bin, 0o755)
+		}}
+	res, err := b.Build(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Built || !strings.HasPrefix(res.Image, reg.Addr+"/"+formation+"/dockerfile@sha256:") {
+		t.Fatalf("result %+v: want a build pinned by digest in the test registry", res)
+	}
+	answers(t, serve(t, d, res.Image), "hello from a Dockerfile")
+
+	again, err := b.Build(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Built || again.Image != res.Image || writes != 1 {
+		t.Fatalf("unchanged Dockerfile service built again: %+v (sources written %d times)", again, writes)
+	}
+}
+
+// Five commits in quick succession while the first builds: the three in between are
+// superseded, so two builds run, the second for the newest commit, which is what serves.
+func TestQuickCommitsBuildFirstAndNewest(t *testing.T) {
+	d := testenv.NewDocker(t)
+	reg := testenv.NewRegistry(t)
+	data := t.TempDir()
+	b := newBuilder(t, reg.Addr, data)
+	containers := countBuildContainers(t, d, "queue")
+	base := readSource(t, "procfile")
+	commit := func(i int) build.Request {
+		return base.with("public/index.html", "commit "+string(rune('0'+i))+"\n").request("queue", "commit"+string(rune('0'+i)))
+	}
+
+	type outcome struct {
+		res build.Result
+		err error
+	}
+	results := make([]outcome, 6)
+	var wg sync.WaitGroup
+	run := func(i int) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := b.Build(context.Background(), commit(i))
+			results[i] = outcome{res, err}
+		}()
+	}
+	run(1)
+	testenv.Eventually(t, time.Minute, "the first build to start", func() bool {
+		logs, _ := build.Logs(data, formation, "queue")
+		return len(logs) == 1 && logs[0].Running
+	})
+	for i := 2; i <= 5; i++ {
+		run(i)
+		time.Sleep(20 * time.Millisecond) // in order, as commits arrive
+	}
+	wg.Wait()
+
+	if results[1].err != nil || !results[1].res.Built {
+		t.Fatalf("commit 1: %+v", results[1])
+	}
+	for i := 2; i <= 4; i++ {
+		if !errors.Is(results[i].err, build.ErrSuperseded) {
+			t.Errorf("commit %d: %+v, want ErrSuperseded", i, results[i])
+		}
+	}
+	if results[5].err != nil || !results[5].res.Built || results[5].res.TreeHash != commit(5).TreeHash {
+		t.Fatalf("commit 5: %+v, want it built", results[5])
+	}
+	if n := containers.count(); n != 2 {
+		t.Fatalf("%d builds ran, want 2", n)
+	}
+	answers(t, serve(t, d, results[5].res.Image), "commit 5")
+}
+
+// A Go syntax error fails the build: the error is a *FailedError (the commit is stalled,
+// not retried) that carries the compiler's error line, nothing is published for it, and the
+// service's previous image is still there. (The good build first also keeps the service's
+// cache warm: a failed build saves no cache.)
+func TestFailingBuildReportsTheErrorLine(t *testing.T) {
+	reg := testenv.NewRegistry(t)
+	b := newBuilder(t, reg.Addr, "")
+	ctx := context.Background()
+	good := readSource(t, "goapp")
+	prev, err := b.Build(ctx, good.request("fails", "good"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	broken := good.with("main.go", strings.Replace(good["main.go"], "fmt.Fprintln(w, message)", "fmt.Fprintln(w, message", 1))
+	before, _, _ := strings.Cut(good["main.go"], "fmt.Fprintln(w, message)")
+	line := regexp.MustCompile(fmt.Sprintf(`main\.go:%d:\d+: syntax error`, strings.Count(before, "\n")+1))
+	_, err = b.Build(ctx, broken.request("fails", "bad"))
+	var failed *build.FailedError
+	if !errors.As(err, &failed) {
+		t.Fatalf("error %v (%T), want a *build.FailedError", err, err)
+	}
+	t.Logf("error:\n%v", err)
+	if !line.MatchString(err.Error()) || !line.MatchString(failed.Tail) {
+		t.Fatalf("the error does not carry the compiler's line (%s):\n%v", line, err)
+	}
+	if text, rerr := os.ReadFile(failed.Log); rerr != nil || !line.Match(text) {
+		t.Fatalf("build log %s: %v\n%s", failed.Log, rerr, text)
+	}
+
+	repo, _ := name.NewRepository(build.Repository(reg.Addr, formation, "fails"), name.Insecure)
+	if tags, err := remote.List(repo); err != nil || len(tags) != 1 {
+		t.Fatalf("tags %v (%v): want the good build's only", tags, err)
+	}
+	again, err := b.Build(ctx, good.request("fails", "good-again"))
+	if err != nil || again.Built || again.Image != prev.Image {
+		t.Fatalf("the good source after the failure: %+v, %v; want %s, not built", again, err, prev.Image)
+	}
+}
+
+// A build that outlives its timeout is stopped and reported as failed with its log's end; a
+// build whose caller goes away is cancelled. Either way pack's containers are gone. Each
+// uses a fresh cache volume, so the Go build is cold (about 20 s) and still running when it
+// is stopped.
+func TestTimeoutAndCancel(t *testing.T) {
+	d := testenv.NewDocker(t)
+	reg := testenv.NewRegistry(t)
+	src := readSource(t, "goapp")
+	for _, tc := range []struct {
+		name    string
+		timeout time.Duration
+		cancel  time.Duration
+	}{
+		{name: "timeout", timeout: 4 * time.Second},
+		{name: "cancel", cancel: 4 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			service := "cold-" + tc.name + "-" + time.Now().Format("150405.000000000")[7:]
+			service = strings.ReplaceAll(service, ".", "")
+			t.Cleanup(func() { removeVolume(t, d, build.CacheVolume(formation, service)) })
+			b := newBuilder(t, reg.Addr, "", func(c *build.Config) { c.Timeout = tc.timeout })
+			ctx := context.Background()
+			if tc.cancel > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, tc.cancel)
+				defer cancel()
+			}
+			start := time.Now()
+			_, err := b.Build(ctx, src.request(service, "slow"))
+			took := time.Since(start)
+			t.Logf("returned after %s: %v", took.Round(time.Millisecond), err)
+			if took > 15*time.Second {
+				t.Errorf("took %s to stop", took)
+			}
+			var failed *build.FailedError
+			switch tc.name {
+			case "timeout":
+				if !errors.As(err, &failed) || !strings.Contains(failed.Reason, "timed out after 4s") || failed.Tail == "" {
+					t.Fatalf("error %v, want a *FailedError timed out after 4s with the log's end", err)
+				}
+			case "cancel":
+				if !errors.Is(err, context.DeadlineExceeded) || errors.As(err, &failed) {
+					t.Fatalf("error %v, want the caller's context error, not a failure", err)
+				}
+			}
+			testenv.Eventually(t, 30*time.Second, "pack's build containers to be gone", func() bool {
+				return !volumeInUse(t, d, build.CacheVolume(formation, service))
+			})
+		})
+	}
+}
+
+// pushTag copies the image pinned (repo@sha256:...) to the tag ref.
+func pushTag(t testing.TB, pinned, ref string) {
+	t.Helper()
+	src, err := name.ParseReference(pinned, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := remote.Image(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst, err := name.NewTag(ref, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(dst, img); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func digestOf(pinned string) string {
+	_, d, _ := strings.Cut(pinned, "@")
+	return d
+}
+
+// volumeInUse says whether a container (running or not) mounts the volume.
+func volumeInUse(t testing.TB, d *testenv.Docker, volume string) bool {
+	t.Helper()
+	list, err := d.Client.ContainerList(context.Background(), container.ListOptions{All: true,
+		Filters: filters.NewArgs(filters.Arg("volume", volume))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(list) > 0
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger written from several goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

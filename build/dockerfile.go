@@ -1,0 +1,71 @@
+package build
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/docker/docker/client"
+	"github.com/docker/docker/pkg/jsonmessage"
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/daemon"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/gilliam-sync/gilliam-sync/internal/dockerbuild"
+)
+
+// dockerfileError is a Dockerfile step that failed: the code's fault.
+type dockerfileError struct{ msg string }
+
+func (e *dockerfileError) Error() string { return e.msg }
+
+// LocalImage is the name a dockerfile service's latest build keeps in the Docker engine,
+// where the classic builder finds its cached steps. Each build moves it, so the previous
+// image is left dangling, labelled, for GC.
+func LocalImage(formation, service string) string {
+	return "gilliam.local/" + formation + "/" + service + ":latest"
+}
+
+// buildDockerfile builds the Dockerfile at the root of src with the engine's classic builder
+// (nothing pulled: FROM scratch, or an image the engine holds), then pushes the image to
+// repo:tag and returns it pinned by digest. Env becomes the build args.
+func buildDockerfile(ctx context.Context, docker *client.Client, src, repo, tag string, req Request, out io.Writer) (string, error) {
+	local := LocalImage(req.Formation, req.Service)
+	_, err := dockerbuild.Build(ctx, docker, src, dockerbuild.Options{
+		Tags:      []string{local},
+		Labels:    map[string]string{LabelFormation: req.Formation, LabelService: req.Service},
+		BuildArgs: req.Env,
+		Log:       out,
+	})
+	var step *jsonmessage.JSONError
+	if errors.As(err, &step) {
+		return "", &dockerfileError{msg: "Dockerfile: " + step.Message}
+	}
+	if err != nil {
+		return "", err
+	}
+
+	localRef, err := name.ParseReference(local)
+	if err != nil {
+		return "", err
+	}
+	img, err := daemon.Image(localRef, daemon.WithContext(ctx))
+	if err != nil {
+		return "", fmt.Errorf("read %s from the engine: %w", local, err)
+	}
+	dst, err := name.NewTag(repo+":"+tag, name.Insecure)
+	if err != nil {
+		return "", err
+	}
+	fmt.Fprintf(out, "gilliam-sync: pushing %s\n", dst)
+	if err := remote.Write(dst, img, remote.WithContext(ctx), remote.WithAuthFromKeychain(authn.DefaultKeychain)); err != nil {
+		return "", fmt.Errorf("push %s: %w", dst, err)
+	}
+	digest, err := img.Digest()
+	if err != nil {
+		return "", err
+	}
+	return repo + "@" + digest.String(), nil
+}
