@@ -105,3 +105,16 @@ func BenchmarkWebhookToEvent(b *testing.B) {
 		}
 	}
 }
+
+// The receiver's own answer to a valid hook (read, parse, verify, queue a poll), without the
+// poll: what a forge waits for.
+func BenchmarkWebhookAnswer(b *testing.B) {
+	h := newHookedRepo(b, gitwatch.GitHub, "answer", false)
+	body := h.f.push(h.repo.URL)
+	b.ReportAllocs()
+	for b.Loop() {
+		if code := send(b, h.hooks.URL, gitwatch.GitHub, body, h.f.headers(body, "push")); code != http.StatusAccepted {
+			b.Fatalf("hook: %d", code)
+		}
+	}
+}

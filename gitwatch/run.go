@@ -21,7 +21,7 @@ const jitter = 0.2
 // exponential backoff: from a quarter of the interval, doubling, up to 16 intervals (30
 // minutes at most); stalled failures (see StalledError) wait the cap at once. A failing
 // repository is logged when it starts failing and when it recovers, not at every attempt,
-// and it never produces events.
+// and it never produces events. Run waits for out to take each event: drain it.
 func (w *Watcher) Run(ctx context.Context, out chan<- Event) {
 	b := w.backoff()
 	failing := false

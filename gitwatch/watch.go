@@ -166,9 +166,12 @@ func NewWatcher(repo *Repo, refs []string, log *slog.Logger) *Watcher {
 }
 
 // Watch opens the cache of the repository cfg names under dataDir (one folder per
-// repository, named after its sanitized URL) and returns its watcher. cfg must have been
-// validated.
+// repository, named after its sanitized URL) and returns its watcher. It validates cfg
+// (a copy: the caller's is left as it is) and fills in its defaults.
 func Watch(cfg RepoConfig, dataDir string, log *slog.Logger) (*Watcher, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("repository %s: %w", Sanitize(cfg.URL), err)
+	}
 	repo, err := open(cfg.URL, filepath.Join(dataDir, CacheName(cfg.URL)), cfg.Auth.credentials(cfg.URL, cfg.Forge))
 	if err != nil {
 		return nil, err
@@ -415,6 +418,9 @@ func (w *Watcher) fetch(ctx context.Context, remote map[string]string, moves []m
 		}
 	}
 	r := w.repo
+	if len(refs) == 0 && !r.suspect.Load() {
+		return nil // nothing moved: leave the cache to its readers
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	deep := func(ref string) bool { class, _ := w.spec.classify(ref); return class == deployed }

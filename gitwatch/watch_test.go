@@ -192,3 +192,15 @@ func TestListingErrorReportsNothing(t *testing.T) {
 	}
 	wantEvents(t, "back", poll(t, w))
 }
+
+// A local path works as a URL (gilliam-sync up can follow a repository on the same machine).
+func TestPollLocalPath(t *testing.T) {
+	s := testenv.NewGitServer(t)
+	r := s.NewRepo(t, "local")
+	c1 := r.Commit(map[string]string{"a": "1"}, "one")
+	w := watch(t, gitwatch.RepoConfig{URL: r.Bare}, nil)
+	wantEvents(t, "local path", poll(t, w), gitwatch.Event{Repo: r.Bare, Ref: "refs/heads/main", New: c1, Kind: gitwatch.KindPush})
+	if b, err := w.Repo().ReadFile(c1, "a"); err != nil || string(b) != "1" {
+		t.Fatalf("read: %q %v", b, err)
+	}
+}

@@ -164,7 +164,7 @@ func (h *Webhooks) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	}
 	var matched []*Watcher
 	for _, w := range candidates {
-		if ok, err := verify(forge, r.Header, body, w.cfg.Webhook); err != nil {
+		if ok, err := signed(forge, r.Header, body, w.cfg.Webhook); err != nil {
 			h.refused(w, err.Error())
 		} else if ok {
 			matched = append(matched, w)
@@ -226,9 +226,9 @@ func (h *Webhooks) find(urls []string, forge Forge) []*Watcher {
 	return nil
 }
 
-// verify checks a hook's signature with the secret of one repository, in constant time.
+// signed checks a hook's signature with the secret of one repository, in constant time.
 // GitHub and Gitea sign the raw body with HMAC-SHA256; GitLab sends the secret itself.
-func verify(forge Forge, header http.Header, body []byte, wh *Webhook) (bool, error) {
+func signed(forge Forge, header http.Header, body []byte, wh *Webhook) (bool, error) {
 	secret, err := readSecret("webhook secret", wh.SecretFile, wh.SecretEnv)
 	if err != nil {
 		return false, err
