@@ -1,11 +1,16 @@
 package hostd
 
 import (
+	"bytes"
+	"context"
 	"fmt"
+	"io"
 	"sort"
 	"strconv"
+	"strings"
 
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/pkg/stdcopy"
 	"github.com/docker/go-connections/nat"
 
 	"github.com/gilliam-sync/gilliam-sync/state"
@@ -92,4 +97,48 @@ func containerSpec(host, advertise string, inst state.Instance, rel *state.Relea
 		LogConfig: container.LogConfig{Type: "json-file", Config: map[string]string{"max-size": "10m", "max-file": "3"}},
 	}
 	return cfg, hc
+}
+
+// logLines is how many of its last lines an instance's status shows after it exits, and
+// how long each may be.
+const (
+	logLines   = 10
+	logLineMax = 200
+)
+
+// lastLogs returns the last lines a container wrote, stdout and stderr together.
+func lastLogs(ctx context.Context, docker Docker, id string) ([]string, error) {
+	rc, err := docker.ContainerLogs(ctx, id, container.LogsOptions{
+		ShowStdout: true, ShowStderr: true, Tail: strconv.Itoa(logLines),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("logs of %s: %w", shortID(id), err)
+	}
+	defer rc.Close()
+	// Without a TTY the engine multiplexes both streams into one, in frames.
+	var out bytes.Buffer
+	if _, err := stdcopy.StdCopy(&out, &out, io.LimitReader(rc, 1<<20)); err != nil {
+		return nil, fmt.Errorf("logs of %s: %w", shortID(id), err)
+	}
+	var lines []string
+	for _, l := range strings.Split(strings.TrimRight(out.String(), "\n"), "\n") {
+		if l = strings.TrimRight(l, "\r"); l == "" {
+			continue
+		}
+		if len(l) > logLineMax {
+			l = l[:logLineMax] + "…"
+		}
+		lines = append(lines, l)
+	}
+	if len(lines) > logLines {
+		lines = lines[len(lines)-logLines:]
+	}
+	return lines, nil
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
 }

@@ -2,18 +2,16 @@ package hostd
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"path/filepath"
-	"reflect"
 	"sync"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/events"
+	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
@@ -31,11 +29,16 @@ type Docker interface {
 	ContainerStop(ctx context.Context, containerID string, options container.StopOptions) error
 	ContainerRemove(ctx context.Context, containerID string, options container.RemoveOptions) error
 	ContainerInspect(ctx context.Context, containerID string) (container.InspectResponse, error)
+	ContainerLogs(ctx context.Context, containerID string, options container.LogsOptions) (io.ReadCloser, error)
 	ImageInspect(ctx context.Context, imageID string, inspectOpts ...client.ImageInspectOption) (image.InspectResponse, error)
 	ImagePull(ctx context.Context, refStr string, options image.PullOptions) (io.ReadCloser, error)
+	Events(ctx context.Context, options events.ListOptions) (<-chan events.Message, <-chan error)
 }
 
-// Config configures a host daemon.
+var _ Docker = (*client.Client)(nil)
+
+// Config configures a host daemon. Only ID and Advertise are required; every duration has
+// a default for production, and tests shorten them.
 type Config struct {
 	// ID names the host: in Consul, in container labels, in assignments.
 	ID string
@@ -43,32 +46,69 @@ type Config struct {
 	Advertise string
 	Labels    map[string]string
 	Capacity  state.Resources
-	// DataDir keeps the last assignment, so a restart without Consul still knows it.
+	// DataDir keeps the last assignment and its releases, so a restart without Consul
+	// still knows what to run.
 	DataDir string
 	Logger  *slog.Logger
 
 	// HostTTL is the TTL of the host's liveness check (renewed every third of it);
 	// DeregisterAfter removes a host's registrations, and its instances', once critical for
-	// that long; StopTimeout is how long an instance has between SIGTERM and SIGKILL;
-	// Resync is how often containers are checked without an assignment change.
+	// that long (10s, 1m).
 	HostTTL         time.Duration
 	DeregisterAfter time.Duration
-	StopTimeout     time.Duration
-	Resync          time.Duration
+	// StopTimeout is how long an instance has between SIGTERM and SIGKILL (10s).
+	StopTimeout time.Duration
+	// Resync is how often a converge pass runs without any event (5s): it is also how
+	// soon registrations the agent lost are made again.
+	Resync time.Duration
+	// OrphanGrace is how long a container with our labels that no assignment names is
+	// left alone before it is removed (1m). An instance removed from the assignment stops
+	// at once.
+	OrphanGrace time.Duration
+	// StableAfter is how long an instance must run for its restart backoff to start over
+	// from the release's minimum (1m).
+	StableAfter time.Duration
+	// PullBackoff paces the retries of a failed image pull (1s to 1m).
+	PullBackoff Backoff
+	// ConsulBackoff paces the retries of the assignment watch when Consul fails (500ms to
+	// 15s); ConsulTimeout bounds every other call to Consul (5s).
+	ConsulBackoff Backoff
+	ConsulTimeout time.Duration
+	// WatchWait is how long a blocking query waits (5m); WatchMinDelay the least time
+	// between two queries (100ms).
+	WatchWait     time.Duration
+	WatchMinDelay time.Duration
+	// StatusInterval is the least time between two writes of the host's status (1s);
+	// StatusRefresh the most (1m), so that an old status means a host that is gone.
+	StatusInterval time.Duration
+	StatusRefresh  time.Duration
+	// Parallel is how many containers are created, started or stopped at once (16).
+	Parallel int
 }
 
 func (c *Config) setDefaults() {
-	if c.HostTTL == 0 {
-		c.HostTTL = 10 * time.Second
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
 	}
-	if c.DeregisterAfter == 0 {
-		c.DeregisterAfter = time.Minute
-	}
-	if c.StopTimeout == 0 {
-		c.StopTimeout = 10 * time.Second
-	}
-	if c.Resync == 0 {
-		c.Resync = 5 * time.Second
+	def(&c.HostTTL, 10*time.Second)
+	def(&c.DeregisterAfter, time.Minute)
+	def(&c.StopTimeout, 10*time.Second)
+	def(&c.Resync, 5*time.Second)
+	def(&c.OrphanGrace, time.Minute)
+	def(&c.StableAfter, time.Minute)
+	def(&c.PullBackoff.Min, time.Second)
+	def(&c.PullBackoff.Max, time.Minute)
+	def(&c.ConsulBackoff.Min, 500*time.Millisecond)
+	def(&c.ConsulBackoff.Max, 15*time.Second)
+	def(&c.ConsulTimeout, 5*time.Second)
+	def(&c.WatchWait, 5*time.Minute)
+	def(&c.WatchMinDelay, 100*time.Millisecond)
+	def(&c.StatusInterval, time.Second)
+	def(&c.StatusRefresh, time.Minute)
+	if c.Parallel <= 0 {
+		c.Parallel = 16
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -77,26 +117,34 @@ func (c *Config) setDefaults() {
 
 // Daemon converges the containers of one host to its assignment.
 type Daemon struct {
-	cfg    Config
-	store  *state.Store
-	docker Docker
-	log    *slog.Logger
+	cfg     Config
+	store   *state.Store
+	docker  Docker
+	log     *slog.Logger
+	disk    disk
+	pulls   *puller
+	started time.Time
 
-	kick chan struct{} // asks the converge loop for a pass now
+	kick       chan struct{} // asks the converge loop for a pass now
+	firstFetch chan struct{} // closed once the watch has heard from Consul, or failed to
+	firstOnce  sync.Once
+
+	pass sync.Mutex // one converge pass at a time
 
 	mu         sync.Mutex
 	assignment *state.Assignment // the last one seen: Consul's, or the persisted one
+	known      map[string]bool   // instances of the assignments seen
+	confirmed  bool              // Consul gave the assignment since start
+	missingLog bool              // "assignment missing" was logged
 	releases   map[string]*state.Release
-	registered map[string]registeredInstance // instance ID -> what Consul was told
-	lastStatus *state.HostStatus
+	history    map[string]history
+	strayAt    map[string]time.Time
+	status     statusWriter
+	converged  bool
 }
 
-type registeredInstance struct {
-	container string
-	hostPort  int
-}
-
-// New returns a host daemon; Run starts it.
+// New returns a host daemon; Run starts it. It reads the persisted assignment, so that
+// the daemon converges to it even when Consul does not answer.
 func New(cfg Config, store *state.Store, docker Docker) (*Daemon, error) {
 	cfg.setDefaults()
 	if cfg.ID == "" || cfg.Advertise == "" {
@@ -107,91 +155,81 @@ func New(cfg Config, store *state.Store, docker Docker) (*Daemon, error) {
 		store:      store,
 		docker:     docker,
 		log:        cfg.Logger.With("host", cfg.ID),
+		disk:       disk{dir: cfg.DataDir},
 		kick:       make(chan struct{}, 1),
+		firstFetch: make(chan struct{}),
+		known:      map[string]bool{},
 		releases:   map[string]*state.Release{},
-		registered: map[string]registeredInstance{},
+		history:    map[string]history{},
+		strayAt:    map[string]time.Time{},
 	}
-	if err := d.loadAssignment(); err != nil {
+	d.pulls = newPuller(docker, cfg.PullBackoff, d.log, d.poke)
+	a, err := d.disk.loadAssignment()
+	if err != nil {
 		d.log.Warn("persisted assignment unreadable; waiting for Consul", "err", err)
+	}
+	if a != nil {
+		d.assignment = a
+		for _, inst := range a.Instances {
+			d.known[inst.ID] = true
+		}
 	}
 	return d, nil
 }
 
-// Run runs the host daemon until ctx ends: liveness in Consul, the assignment watch, and the
-// converge loop. Containers keep running when it returns.
+// Run runs the host daemon until ctx ends: liveness in Consul, the assignment watch, the
+// engine's events and the converge loop. Containers keep running when it returns: a
+// restarted daemon adopts them.
 func (d *Daemon) Run(ctx context.Context) error {
+	d.started = time.Now().UTC()
+	d.mu.Lock()
+	persisted := -1
+	if d.assignment != nil {
+		persisted = len(d.assignment.Instances)
+	}
+	d.mu.Unlock()
+	d.log.Info("host daemon started", "advertise", d.cfg.Advertise, "persisted_instances", persisted)
+
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); d.liveness(ctx) }()
 	go func() { defer wg.Done(); d.watch(ctx) }()
+	go func() { defer wg.Done(); d.events(ctx) }()
+	// Converge to what Consul says rather than to a persisted assignment it may have
+	// changed since, unless Consul takes long to say it.
+	select {
+	case <-d.firstFetch:
+	case <-time.After(d.cfg.ConsulTimeout):
+	case <-ctx.Done():
+	}
 	d.convergeLoop(ctx)
 	wg.Wait()
+	d.pulls.wait()
 	return nil
 }
 
-// liveness registers the host in Consul and keeps its TTL check passing.
-func (d *Daemon) liveness(ctx context.Context) {
-	reg := state.HostRegistration(state.Host{ID: d.cfg.ID, Address: d.cfg.Advertise, Capacity: d.cfg.Capacity, Labels: d.cfg.Labels}, d.cfg.HostTTL, d.cfg.DeregisterAfter)
-	agent := d.store.Client().Agent()
-	registered, failing := false, false
-	tick := time.NewTicker(d.cfg.HostTTL / 3)
+func (d *Daemon) convergeLoop(ctx context.Context) {
+	tick := time.NewTicker(d.cfg.Resync)
 	defer tick.Stop()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	failing := false
 	for {
-		var err error
-		if !registered {
-			if err = agent.ServiceRegisterOpts(reg, (api.ServiceRegisterOpts{}).WithContext(ctx)); err == nil {
-				registered = true
-				d.log.Info("host registered in Consul", "service", reg.Name, "address", d.cfg.Advertise)
-			}
+		wake, err := d.reconcile(ctx)
+		failing = logTransition(d.log, failing, err, "converge")
+		if wake.IsZero() {
+			timer.Stop()
+		} else {
+			timer.Reset(max(time.Until(wake), time.Millisecond))
 		}
-		if registered {
-			if err = agent.UpdateTTLOpts(state.HostCheckID(d.cfg.ID), "alive", api.HealthPassing, (&api.QueryOptions{}).WithContext(ctx)); err != nil {
-				registered = false // the agent may have lost it (restarted): register again
-			}
-		}
-		failing = logTransition(d.log, failing, err, "host liveness")
 		select {
 		case <-ctx.Done():
 			return
+		case <-d.kick:
 		case <-tick.C:
+		case <-timer.C:
 		}
 	}
-}
-
-// watch follows the host's assignment with blocking queries and kicks a converge on change.
-func (d *Daemon) watch(ctx context.Context) {
-	var index uint64
-	failing := false
-	for ctx.Err() == nil {
-		a, next, err := d.store.WaitAssignment(ctx, d.cfg.ID, index, 5*time.Minute)
-		failing = logTransition(d.log, failing, err, "assignment watch")
-		if err != nil {
-			sleep(ctx, 2*time.Second)
-			continue
-		}
-		if next < index {
-			next = 0 // the index went backwards (a restored or new Consul): start over
-		}
-		index = next
-		if d.setAssignment(a) {
-			d.log.Info("assignment changed", "instances", len(a.Instances))
-			d.poke()
-		}
-	}
-}
-
-// setAssignment records and persists a new assignment; false when it is the one we have.
-func (d *Daemon) setAssignment(a *state.Assignment) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.assignment != nil && reflect.DeepEqual(d.assignment.Instances, a.Instances) {
-		return false
-	}
-	d.assignment = a
-	if err := d.saveAssignment(a); err != nil {
-		d.log.Warn("persist assignment", "err", err)
-	}
-	return true
 }
 
 func (d *Daemon) poke() {
@@ -201,59 +239,138 @@ func (d *Daemon) poke() {
 	}
 }
 
-func (d *Daemon) convergeLoop(ctx context.Context) {
-	tick := time.NewTicker(d.cfg.Resync)
+// watch follows the host's assignment in Consul.
+func (d *Daemon) watch(ctx context.Context) {
+	w := &watcher{
+		fetch: func(ctx context.Context, index uint64) (*state.Assignment, uint64, error) {
+			// A blocking query answers within its wait plus Consul's jitter (a sixteenth);
+			// later than that, the connection hangs.
+			ctx, cancel := context.WithTimeout(ctx, d.cfg.WatchWait+d.cfg.WatchWait/16+d.cfg.ConsulTimeout)
+			defer cancel()
+			return d.store.WaitAssignment(ctx, d.cfg.ID, index, d.cfg.WatchWait)
+		},
+		minDelay: d.cfg.WatchMinDelay,
+		retry:    d.cfg.ConsulBackoff,
+		log:      d.log,
+	}
+	w.run(ctx, d.setAssignment, func(error) { d.firstOnce.Do(func() { close(d.firstFetch) }) })
+}
+
+// setAssignment records and persists the assignment Consul gave, and asks for a pass.
+func (d *Daemon) setAssignment(a *state.Assignment) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if missing(a) && d.assignment != nil && len(d.assignment.Instances) > 0 {
+		if !d.missingLog {
+			d.log.Error("assignment missing in Consul (was its data lost?); keeping the last known one", "instances", len(d.assignment.Instances))
+			d.missingLog = true
+		}
+		return
+	}
+	d.missingLog = false
+	wasConfirmed := d.confirmed
+	d.confirmed = true
+	if d.assignment != nil && sameAssignment(d.assignment, a) {
+		if !wasConfirmed {
+			d.poke() // strays may go now
+		}
+		return
+	}
+	d.assignment = a
+	for _, inst := range a.Instances {
+		d.known[inst.ID] = true
+	}
+	if err := d.disk.saveAssignment(a); err != nil {
+		d.log.Warn("persist assignment", "err", err)
+	}
+	if err := d.disk.pruneReleases(a.Instances); err != nil {
+		d.log.Warn("prune persisted releases", "err", err)
+	}
+	d.log.Info("assignment changed", "instances", len(a.Instances))
+	d.poke()
+}
+
+// liveness registers the host in Consul and keeps its TTL check passing.
+func (d *Daemon) liveness(ctx context.Context) {
+	reg := sealed(state.HostRegistration(state.Host{ID: d.cfg.ID, Address: d.cfg.Advertise, Capacity: d.cfg.Capacity, Labels: d.cfg.Labels}, d.cfg.HostTTL, d.cfg.DeregisterAfter))
+	registered, failing := false, false
+	tick := time.NewTicker(d.cfg.HostTTL / 3)
 	defer tick.Stop()
-	failing := false
 	for {
-		err := d.ReconcileOnce(ctx)
-		failing = logTransition(d.log, failing, err, "converge")
+		err := d.heartbeat(ctx, reg, &registered)
+		failing = logTransition(d.log, failing, err, "host liveness")
 		select {
 		case <-ctx.Done():
 			return
-		case <-d.kick:
 		case <-tick.C:
 		}
 	}
 }
 
-func (d *Daemon) assignmentPath() string { return filepath.Join(d.cfg.DataDir, "assignment.json") }
-
-func (d *Daemon) saveAssignment(a *state.Assignment) error {
-	if d.cfg.DataDir == "" {
-		return nil
+// heartbeat renews the host's TTL check, registering the host first unless the agent has
+// it already as it should be (a restarted daemon leaves it alone).
+func (d *Daemon) heartbeat(ctx context.Context, reg *api.AgentServiceRegistration, registered *bool) error {
+	ctx, cancel := context.WithTimeout(ctx, d.cfg.ConsulTimeout)
+	defer cancel()
+	agent := d.store.Client().Agent()
+	q := (&api.QueryOptions{}).WithContext(ctx)
+	if !*registered {
+		have, _, err := agent.Service(reg.ID, q)
+		if err != nil && !isNotFound(err) {
+			return fmt.Errorf("read host registration: %w", err)
+		}
+		if have == nil || have.Meta[MetaRegistration] != reg.Meta[MetaRegistration] {
+			if err := agent.ServiceRegisterOpts(reg, (api.ServiceRegisterOpts{}).WithContext(ctx)); err != nil {
+				return fmt.Errorf("register host: %w", err)
+			}
+			d.log.Info("host registered in Consul", "service", reg.Name, "address", d.cfg.Advertise)
+		}
+		*registered = true
 	}
-	b, err := json.Marshal(a)
-	if err != nil {
-		return err
+	if err := agent.UpdateTTLOpts(state.HostCheckID(d.cfg.ID), "alive", api.HealthPassing, q); err != nil {
+		*registered = false // the agent may have lost it (restarted without its data)
+		return fmt.Errorf("renew host liveness: %w", err)
 	}
-	if err := os.MkdirAll(d.cfg.DataDir, 0o755); err != nil {
-		return err
-	}
-	tmp := d.assignmentPath() + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, d.assignmentPath())
+	return nil
 }
 
-func (d *Daemon) loadAssignment() error {
-	if d.cfg.DataDir == "" {
-		return nil
+// events asks for a pass as soon as one of our containers dies or goes, rather than at
+// the next resync: restarts and their backoff are timed from the exit.
+func (d *Daemon) events(ctx context.Context) {
+	failures := 0
+	for ctx.Err() == nil {
+		sub, cancel := context.WithCancel(ctx)
+		msgs, errs := d.docker.Events(sub, events.ListOptions{Filters: filters.NewArgs(
+			filters.Arg("type", string(events.ContainerEventType)),
+			filters.Arg("label", LabelHost+"="+d.cfg.ID),
+			filters.Arg("event", string(events.ActionDie)),
+			filters.Arg("event", string(events.ActionDestroy)),
+			filters.Arg("event", string(events.ActionOOM)),
+		)})
+		d.poke() // events may have been missed while not subscribed
+		err := func() error {
+			for {
+				select {
+				case <-msgs:
+					failures = 0
+					d.poke()
+				case err := <-errs:
+					return err
+				case <-ctx.Done():
+					return nil
+				}
+			}
+		}()
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		failures++
+		if failures == 1 {
+			d.log.Warn("docker events failing", "err", err)
+		}
+		sleep(ctx, jitter(d.cfg.ConsulBackoff.Delay(failures)))
 	}
-	b, err := os.ReadFile(d.assignmentPath())
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	var a state.Assignment
-	if err := json.Unmarshal(b, &a); err != nil {
-		return fmt.Errorf("%s: %w", d.assignmentPath(), err)
-	}
-	d.assignment = &a
-	return nil
 }
 
 // logTransition logs when something starts failing and when it recovers, not every failure.
@@ -269,9 +386,8 @@ func logTransition(log *slog.Logger, failing bool, err error, what string) bool 
 	return failing
 }
 
-func sleep(ctx context.Context, d time.Duration) {
-	select {
-	case <-ctx.Done():
-	case <-time.After(d):
-	}
+// isNotFound tells a Consul 404 (no such service, check or key) from a failure.
+func isNotFound(err error) bool {
+	var se api.StatusError
+	return errors.As(err, &se) && se.Code == 404
 }

@@ -1,7 +1,11 @@
 package hostd
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"net"
+	"sort"
 	"strconv"
 	"time"
 
@@ -14,6 +18,16 @@ import (
 // joined. Both are DNS labels, so the name is one too.
 func ServiceName(formation, service string) string { return formation + "-" + service }
 
+// Consul registrations of instances carry TagInstance, and the host in their meta: what a
+// host daemon finds on its agent with both is its own.
+const (
+	TagInstance = "gilliam"
+	// MetaRegistration holds a hash of the registration as the host daemon made it, so
+	// comparing the agent's services with what should be there takes one call, and an
+	// unchanged registration is never made again (a restarted daemon leaves it alone).
+	MetaRegistration = "gilliam-registration"
+)
+
 // registration is the Consul registration of a running instance whose primary port is
 // published on hostPort: its check is the release's (TCP on the primary port by default),
 // and a check critical for longer than deregisterAfter removes it from the catalog, so the
@@ -25,7 +39,7 @@ func registration(host, advertise string, inst state.Instance, rel *state.Releas
 		Name:    ServiceName(inst.Formation, inst.Service),
 		Address: advertise,
 		Port:    hostPort,
-		Tags:    []string{"gilliam", "release-" + inst.Release},
+		Tags:    []string{TagInstance, "release-" + inst.Release},
 		Meta: map[string]string{
 			"formation": inst.Formation,
 			"service":   inst.Service,
@@ -47,21 +61,65 @@ func registration(host, advertise string, inst state.Instance, rel *state.Releas
 		timeout = 2 * time.Second
 	}
 	check := &api.AgentServiceCheck{
-		CheckID:                        "instance-" + inst.ID,
+		CheckID:                        CheckID(inst.ID),
 		Interval:                       interval.String(),
 		Timeout:                        timeout.String(),
 		DeregisterCriticalServiceAfter: deregisterAfter.String(),
 	}
-	switch rel.Check.Type {
-	case "none":
-		return reg
-	case "http":
+	switch {
+	case !checked(rel):
+		// Healthy as soon as it runs: the host daemon deregisters it when it does not.
+	case rel.Check.Type == "http":
 		check.Name = "HTTP GET " + rel.Check.Path
 		check.HTTP = "http://" + addr + rel.Check.Path
+		reg.Check = check
 	default:
 		check.Name = "TCP " + addr
 		check.TCP = addr
+		reg.Check = check
 	}
-	reg.Check = check
+	return sealed(reg)
+}
+
+// checked says whether a release's instances have a check: not with `check: none`, and not
+// without a port to check.
+func checked(rel *state.Release) bool { return rel.Check.Type != "none" && len(rel.Ports) > 0 }
+
+// CheckID is the ID of an instance's check on its agent.
+func CheckID(instance string) string { return "instance-" + instance }
+
+// sealed sets MetaRegistration to the hash of everything else in reg.
+func sealed(reg *api.AgentServiceRegistration) *api.AgentServiceRegistration {
+	delete(reg.Meta, MetaRegistration)
+	b, err := json.Marshal(reg) // map keys sorted: the same registration, the same bytes
+	if err != nil {
+		panic("hostd: marshal registration: " + err.Error()) // plain data: cannot fail
+	}
+	sum := sha256.Sum256(b)
+	reg.Meta[MetaRegistration] = hex.EncodeToString(sum[:8])
 	return reg
+}
+
+// registrationChanges compares the registrations that should be on the agent with the
+// ones of ours it has: what to register (missing or different) and what to deregister
+// (ours, but not wanted: a stale registration of an instance that stopped or left). A nil
+// registration in want keeps whatever the agent has for that instance (a running instance
+// whose release cannot be read now).
+func registrationChanges(want map[string]*api.AgentServiceRegistration, have map[string]*api.AgentService) (register []*api.AgentServiceRegistration, deregister []string) {
+	for id, reg := range want {
+		if reg == nil {
+			continue
+		}
+		if s, ok := have[id]; !ok || s.Meta[MetaRegistration] != reg.Meta[MetaRegistration] {
+			register = append(register, reg)
+		}
+	}
+	for id := range have {
+		if _, ok := want[id]; !ok {
+			deregister = append(deregister, id)
+		}
+	}
+	sort.Slice(register, func(i, j int) bool { return register[i].ID < register[j].ID })
+	sort.Strings(deregister)
+	return register, deregister
 }

@@ -25,6 +25,7 @@ type command struct {
 var commands = []*command{
 	upCmd,
 	syncCmd,
+	hostCmd,
 	statusCmd,
 	releasesCmd,
 	rollbackCmd,

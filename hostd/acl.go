@@ -1,0 +1,43 @@
+package hostd
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/gilliam-sync/gilliam-sync/state"
+)
+
+// ACLRules is the Consul ACL policy (HCL rules) a host daemon's token needs, and no more:
+// its own assignment and status under prefix (state.DefaultPrefix when empty), the
+// releases it runs, its liveness registration and its instances' registrations.
+// docs/hostd.md explains each rule.
+func ACLRules(prefix, host string) string {
+	if prefix == "" {
+		prefix = state.DefaultPrefix
+	}
+	if !strings.HasSuffix(prefix, "/") {
+		prefix += "/"
+	}
+	return fmt.Sprintf(`# The host's own documents: its assignment (read) and its status (write).
+key "%[1]shosts/%[2]s/assignment" {
+  policy = "read"
+}
+key "%[1]shosts/%[2]s/status" {
+  policy = "write"
+}
+# Releases, to create containers and register them (they hold the env, secrets included).
+key_prefix "%[1]sreleases/" {
+  policy = "read"
+}
+# Its liveness registration and TTL check.
+service %[3]q {
+  policy = "write"
+}
+# Its instances' registrations. Consul grants registrations by service name, and a host
+# runs whatever it is assigned: narrow the prefix to the formations the host may run
+# (service_prefix "shop-" for the formation shop) when you know them.
+service_prefix "" {
+  policy = "write"
+}
+`, prefix, host, state.HostService)
+}

@@ -1,0 +1,181 @@
+package hostd_test
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/events"
+
+	"github.com/gilliam-sync/gilliam-sync/hostd"
+	"github.com/gilliam-sync/gilliam-sync/internal/testenv"
+	"github.com/gilliam-sync/gilliam-sync/state"
+)
+
+// A crash-looping instance is restarted, its container the same, with waits that double
+// from the release's minimum and stop at its maximum; its status shows the crash loop, the
+// exit code and the last lines it wrote.
+func TestCrashLoopBacksOffToTheCap(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	pol := state.Restart{MinBackoff: 250 * time.Millisecond, MaxBackoff: 2 * time.Second}
+	rel := e.release(t, "crash", func(r *state.Release) {
+		r.Env["EXIT_CODE"] = "3"
+		r.Restart = pol
+	})
+	inst := instances(rel, 1)
+	seen := e.containerEvents(t)
+	e.run(t, e.config(t), nil)
+	e.assign(t, inst)
+
+	starts := func() (out []time.Time, ids []string) {
+		for _, m := range seen() {
+			if m.Action == events.ActionStart {
+				out = append(out, time.Unix(0, m.TimeNano))
+				ids = append(ids, m.Actor.ID)
+			}
+		}
+		return out, ids
+	}
+	testenv.Eventually(t, 60*time.Second, "8 starts", func() bool { s, _ := starts(); return len(s) >= 8 })
+	times, ids := starts()
+	for _, id := range ids {
+		if id != ids[0] {
+			t.Fatalf("restarts made new containers: %v", ids)
+		}
+	}
+	var gaps []time.Duration
+	for i := 1; i < len(times); i++ {
+		gaps = append(gaps, times[i].Sub(times[i-1]))
+	}
+	t.Logf("gaps between starts: %v", gaps)
+	// A gap is the run (a few milliseconds), the backoff, and the time to notice the exit
+	// and start the container again (the engine takes a few hundred milliseconds): never
+	// shorter than the backoff, and not much longer, on a busy machine too.
+	for i, g := range gaps {
+		want := hostd.Backoff{Min: pol.MinBackoff, Max: pol.MaxBackoff}.Delay(i + 1)
+		if g < want || g > want+2*time.Second {
+			t.Errorf("gap %d: %v, want %v to %v", i+1, g, want, want+2*time.Second)
+		}
+	}
+	// They grow: 250ms, 500ms, 1s, then 2s, 2s... (the bounds above keep a gap that would
+	// double past the cap, 4s or 8s, out).
+	if gaps[0]+time.Second > gaps[3] {
+		t.Errorf("the gaps did not grow: %v", gaps)
+	}
+	testenv.Eventually(t, 10*time.Second, "the crash loop in the status", func() bool {
+		s, ok := instanceStatus(e.status(t), inst[0].ID)
+		return ok && s.CrashLoop && s.ExitCode == 3 && s.Restarts >= 3 && strings.Contains(s.Error, "crash loop") &&
+			slices.Contains(s.Logs, "testapp: exiting with 3 as asked")
+	})
+	s, _ := instanceStatus(e.status(t), inst[0].ID)
+	t.Logf("status: %+v", s)
+}
+
+// An instance leaves the catalog before it is stopped; one that ignores SIGTERM is killed
+// after the stop timeout.
+func TestDrainDeregistersThenTermThenKill(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	rel := e.release(t, "stubborn", func(r *state.Release) { r.Env["IGNORE_SIGTERM"] = "1" })
+	inst := instances(rel, 1)
+	cfg := e.config(t)
+	cfg.StopTimeout = 2 * time.Second
+	e.run(t, cfg, nil)
+	e.assign(t, inst)
+	testenv.Eventually(t, 60*time.Second, "a passing instance", func() bool { return e.allPassing(inst, "stubborn") })
+	seen := e.containerEvents(t)
+
+	e.assign(t)
+	var deregistered time.Time
+	testenv.Eventually(t, 10*time.Second, "the instance to leave Consul", func() bool {
+		svcs, err := e.consul.Client.Agent().Services()
+		if err == nil && svcs[inst[0].ID] == nil {
+			deregistered = time.Now()
+			return true
+		}
+		return false
+	})
+	testenv.Eventually(t, 20*time.Second, "the container to be removed", func() bool { return len(e.containers(t)) == 0 })
+
+	var term, kill time.Time
+	for _, m := range seen() {
+		at := time.Unix(0, m.TimeNano)
+		switch {
+		case m.Action == events.ActionKill && m.Actor.Attributes["signal"] == "15":
+			term = at
+		case m.Action == events.ActionKill && m.Actor.Attributes["signal"] == "9":
+			kill = at
+		}
+	}
+	if term.IsZero() || kill.IsZero() {
+		t.Fatalf("no SIGTERM then SIGKILL: %v", seen())
+	}
+	if !term.After(deregistered.Add(-100 * time.Millisecond)) {
+		// deregistered is when the test saw it, up to a poll later than it happened.
+		t.Errorf("SIGTERM at %v, before the instance left Consul (seen at %v)", term, deregistered)
+	}
+	if d := kill.Sub(term); d < cfg.StopTimeout {
+		t.Errorf("SIGKILL %v after SIGTERM, want at least the stop timeout %v", d, cfg.StopTimeout)
+	}
+}
+
+// A container without our labels, and one labelled for another host, are never touched; a
+// container with our labels that no assignment names (an orphan) is removed, but only once
+// it has been one for the grace period.
+func TestOrphansAndStrangers(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	run := func(labels map[string]string) string {
+		t.Helper()
+		l := map[string]string{testenv.TestLabel: e.docker.Label[testenv.TestLabel]}
+		for k, v := range labels {
+			l[k] = v
+		}
+		c, err := e.docker.Client.ContainerCreate(ctx, &container.Config{Image: e.docker.TestImage(t), Labels: l}, nil, nil, nil, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.docker.Client.ContainerStart(ctx, c.ID, container.StartOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		return c.ID
+	}
+	stranger := run(nil)
+	neighbour := run(map[string]string{hostd.LabelHost: e.hostID + "-other", hostd.LabelInstance: "demo-web-00000000-0"})
+	orphan := run(map[string]string{hostd.LabelHost: e.hostID, hostd.LabelInstance: "demo-web-00000000-1"})
+	startedAt := map[string]string{}
+	for _, id := range []string{stranger, neighbour} {
+		info, _ := e.docker.Client.ContainerInspect(ctx, id)
+		startedAt[id] = info.State.StartedAt
+	}
+
+	rel := e.release(t, "owner", nil)
+	inst := instances(rel, 1)
+	e.assign(t, inst)
+	cfg := e.config(t)
+	begin := time.Now()
+	e.run(t, cfg, nil)
+	testenv.Eventually(t, 10*time.Second, "the orphan in the status", func() bool {
+		st := e.status(t)
+		return st != nil && slices.Contains(st.Strays, orphan[:12])
+	})
+	testenv.Eventually(t, 30*time.Second, "the orphan removed", func() bool {
+		_, err := e.docker.Client.ContainerInspect(ctx, orphan)
+		return err != nil
+	})
+	if took := time.Since(begin); took < cfg.OrphanGrace {
+		t.Errorf("the orphan went %v after the daemon started, before the grace period (%v)", took, cfg.OrphanGrace)
+	}
+	testenv.Eventually(t, 30*time.Second, "the assigned instance passing", func() bool { return e.allPassing(inst, "owner") })
+	for _, id := range []string{stranger, neighbour} {
+		info, err := e.docker.Client.ContainerInspect(ctx, id)
+		if err != nil || !info.State.Running || info.State.StartedAt != startedAt[id] {
+			t.Errorf("container %s was touched: %v %+v", id[:12], err, info.State)
+		}
+	}
+}

@@ -1,0 +1,145 @@
+package hostd
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/errdefs"
+	"github.com/docker/docker/pkg/jsonmessage"
+)
+
+// puller gets images into the engine: one pull per image at a time however many instances
+// wait for it, in the background so that a slow or failing registry holds up only the
+// instances of that image, and retried with a capped backoff when it fails.
+type puller struct {
+	docker  Docker
+	backoff Backoff
+	log     *slog.Logger
+	done    func() // called when a pull ends, to run a converge pass
+
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	images map[string]*imageState
+}
+
+type imageState struct {
+	present  bool
+	pulling  bool
+	failures int
+	err      error
+	retryAt  time.Time
+}
+
+// pullStatus is where an image stands, for the instances that wait for it.
+type pullStatus struct {
+	Ready   bool
+	Pulling bool
+	Err     error     // the last pull's error, while it is retried
+	RetryAt time.Time // when a failed pull is tried again
+}
+
+func newPuller(docker Docker, backoff Backoff, log *slog.Logger, done func()) *puller {
+	return &puller{docker: docker, backoff: backoff, log: log, done: done, images: map[string]*imageState{}}
+}
+
+// ensure reports whether ref (pinned by digest) is in the engine; when it is not, it starts
+// a pull unless one runs or a failed one waits out its backoff. The pull runs until ctx
+// ends; done is called when it ends.
+func (p *puller) ensure(ctx context.Context, ref string, now time.Time) pullStatus {
+	p.mu.Lock()
+	st := p.images[ref]
+	if st == nil {
+		st = &imageState{}
+		p.images[ref] = st
+	}
+	switch {
+	case st.present:
+		p.mu.Unlock()
+		return pullStatus{Ready: true}
+	case st.pulling:
+		p.mu.Unlock()
+		return pullStatus{Pulling: true, Err: st.err}
+	case now.Before(st.retryAt):
+		defer p.mu.Unlock()
+		return pullStatus{Err: st.err, RetryAt: st.retryAt}
+	}
+	p.mu.Unlock()
+
+	// The engine may have it already (pulled before, by us or anyone): inspecting is cheap.
+	if _, err := p.docker.ImageInspect(ctx, ref); err == nil {
+		p.mu.Lock()
+		st.present = true
+		p.mu.Unlock()
+		return pullStatus{Ready: true}
+	} else if !errdefs.IsNotFound(err) {
+		return pullStatus{Err: fmt.Errorf("inspect image %s: %w", ref, err)}
+	}
+
+	p.mu.Lock()
+	if st.pulling || st.present { // another caller got here first
+		p.mu.Unlock()
+		return pullStatus{Pulling: !st.present, Ready: st.present}
+	}
+	st.pulling = true
+	err := st.err
+	p.mu.Unlock()
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		start := time.Now()
+		err := p.pull(ctx, ref)
+		p.mu.Lock()
+		st.pulling = false
+		switch {
+		case err == nil:
+			if st.failures > 0 {
+				p.log.Info("image pull recovered", "image", ref, "attempts", st.failures+1)
+			}
+			p.log.Info("image pulled", "image", ref, "took", time.Since(start).Round(time.Millisecond))
+			st.present, st.failures, st.err = true, 0, nil
+		case ctx.Err() != nil:
+			// Stopping: the next daemon pulls again.
+		default:
+			st.failures++
+			st.err = err
+			st.retryAt = time.Now().Add(jitter(p.backoff.Delay(st.failures)))
+			if st.failures == 1 {
+				p.log.Warn("image pull failing", "image", ref, "err", err)
+			}
+		}
+		p.mu.Unlock()
+		p.done()
+	}()
+	return pullStatus{Pulling: true, Err: err}
+}
+
+// forget drops what is known of ref: the engine lost it (someone removed the image), and
+// the next ensure inspects and pulls again.
+func (p *puller) forget(ref string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if st := p.images[ref]; st != nil && !st.pulling {
+		delete(p.images, ref)
+	}
+}
+
+// wait waits for the pulls in flight (their ctx ended).
+func (p *puller) wait() { p.wg.Wait() }
+
+func (p *puller) pull(ctx context.Context, ref string) error {
+	rc, err := p.docker.ImagePull(ctx, ref, image.PullOptions{})
+	if err != nil {
+		return fmt.Errorf("pull %s: %w", ref, err)
+	}
+	defer rc.Close()
+	// The engine reports a failure inside the stream, as a message with an error.
+	if err := jsonmessage.DisplayJSONMessagesStream(rc, io.Discard, 0, false, nil); err != nil {
+		return fmt.Errorf("pull %s: %w", ref, err)
+	}
+	return nil
+}

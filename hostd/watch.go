@@ -1,0 +1,122 @@
+package hostd
+
+import (
+	"context"
+	"log/slog"
+	"math/rand/v2"
+	"reflect"
+	"time"
+
+	"github.com/gilliam-sync/gilliam-sync/state"
+)
+
+// watcher follows one host's assignment with Consul blocking queries, the way
+// consul-template's watch/view.go does: the index of each answer is sent back with the
+// next query; an index that goes backwards (a restored snapshot, a new cluster) starts over
+// from 0; an answer with the same index (the wait ran out) or the same content is dropped;
+// calls are at least minDelay apart, plus jitter, so a key that changes in a burst does not
+// turn the watch into a busy loop; errors are retried with a capped, jittered backoff, and
+// from index 0 (Consul may be back with lower indexes).
+type watcher struct {
+	fetch    func(ctx context.Context, index uint64) (*state.Assignment, uint64, error)
+	minDelay time.Duration
+	retry    Backoff
+	log      *slog.Logger
+}
+
+// run calls got with each new content until ctx ends, and reached after each call: nil
+// when Consul answered, else the error.
+func (w *watcher) run(ctx context.Context, got func(*state.Assignment), reached func(error)) {
+	var (
+		index    uint64
+		last     *state.Assignment
+		failures int
+		first    = true
+	)
+	for ctx.Err() == nil {
+		start := time.Now()
+		a, next, err := w.fetch(ctx, index)
+		if ctx.Err() != nil {
+			return
+		}
+		reached(err)
+		if err != nil {
+			// Consul may come back as another cluster, or from a snapshot, with indexes
+			// below ours: a blocking query with our index would then wait its whole time
+			// while writes go unseen. Start over from 0; identical content is dropped.
+			index = 0
+			failures++
+			if failures == 1 {
+				w.log.Warn("assignment watch failing", "err", err)
+			}
+			sleep(ctx, jitter(w.retry.Delay(failures)))
+			continue
+		}
+		if failures > 0 {
+			w.log.Info("assignment watch recovered", "after", failures)
+			failures = 0
+		}
+		if !first {
+			if rest := w.minDelay - time.Since(start); rest > 0 {
+				sleep(ctx, rest+time.Duration(rand.Int64N(int64(w.minDelay/5)+1)))
+			}
+		}
+		first = false
+
+		var changed bool
+		if index, changed = nextIndex(index, next); !changed {
+			continue
+		}
+		if last != nil && sameAssignment(last, a) {
+			continue
+		}
+		last = a
+		got(a)
+	}
+}
+
+// nextIndex is the index the next blocking query sends, after one answered with got, and
+// whether the answer may carry news.
+func nextIndex(prev, got uint64) (uint64, bool) {
+	if got == 0 {
+		got = 1 // Consul's advice: a zero index would make every query return at once
+	}
+	switch {
+	case got < prev:
+		return 0, false // went backwards: ask again from the start
+	case got == prev:
+		return prev, false // the wait ran out: nothing changed
+	}
+	return got, true
+}
+
+// sameAssignment compares what a host must run, not when it was written.
+func sameAssignment(a, b *state.Assignment) bool {
+	if len(a.Instances) == 0 && len(b.Instances) == 0 {
+		return missing(a) == missing(b)
+	}
+	return reflect.DeepEqual(a.Instances, b.Instances)
+}
+
+// missing tells an assignment document that is not there from an empty one. The store
+// returns an empty assignment for a key that does not exist; the control plane always
+// writes a list (maybe empty) and a time. A document that disappears is not an order to
+// stop everything: it is what a Consul that lost its data shows.
+func missing(a *state.Assignment) bool {
+	return a.Instances == nil && a.Updated.IsZero()
+}
+
+// jitter adds up to a quarter, so that hosts that lost Consul together do not all call
+// it again at the same moment.
+func jitter(d time.Duration) time.Duration {
+	return d + time.Duration(rand.Int64N(int64(d/4)+1))
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
