@@ -140,7 +140,7 @@ func (b *Builder) gcImages(ctx context.Context, dry bool, g *Garbage) error {
 	}
 	var errs []error
 	for _, img := range list {
-		if _, ours := img.Labels[LabelService]; !ours || len(img.RepoTags) > 0 {
+		if _, ours := img.Labels[LabelService]; !ours || Tagged(img.RepoTags) {
 			continue
 		}
 		if !dry {
@@ -157,6 +157,12 @@ func (b *Builder) gcImages(ctx context.Context, dry bool, g *Garbage) error {
 		g.Images = append(g.Images, img.ID)
 	}
 	return errors.Join(errs...)
+}
+
+// Tagged says whether an image listed by the engine has a name: engines before API 1.43
+// (Docker 24) list "<none>:<none>" for an image without one.
+func Tagged(repoTags []string) bool {
+	return slices.ContainsFunc(repoTags, func(t string) bool { return t != "<none>:<none>" })
 }
 
 // gcRegistry deletes the images of formation/service repositories that carry only source

@@ -32,6 +32,8 @@ var commands = []*command{
 	unpinCmd,
 	scaleCmd,
 	envCmd,
+	logsCmd,
+	gcCmd,
 	validateCmd,
 	schemaCmd,
 }
