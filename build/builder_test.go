@@ -3,9 +3,14 @@ package build_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -16,7 +21,11 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/image"
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/gilliam-sync/gilliam-sync/build"
@@ -148,6 +157,9 @@ func TestDockerfileServiceBuildsAndRuns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		d.Client.ImageRemove(context.Background(), build.LocalImage(formation, "dockerfile"), image.RemoveOptions{PruneChildren: true})
+	})
 	if !res.Built || !strings.HasPrefix(res.Image, reg.Addr+"/"+formation+"/dockerfile@sha256:") {
 		t.Fatalf("result %+v: want a build pinned by digest in the test registry", res)
 	}
@@ -361,4 +373,50 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// Registry credentials come from the Docker credential chain (DOCKER_CONFIG's
+// config.json, credential helpers): an image service on a registry that wants a password
+// resolves with the one configured there, and fails without.
+func TestImageServiceUsesDockerCredentials(t *testing.T) {
+	inner := ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if user, pass, ok := r.BasicAuth(); !ok || user != "deploy" || pass != "s3cret" {
+			w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		inner.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	img, _ := random.Image(256, 1)
+	tag, _ := name.NewTag(addr+"/team/db:15", name.Insecure)
+	if err := remote.Write(tag, img, remote.WithAuth(&authn.Basic{Username: "deploy", Password: "s3cret"})); err != nil {
+		t.Fatal(err)
+	}
+	digest, _ := img.Digest()
+
+	b, err := build.New(build.Config{Registry: "127.0.0.1:5000", DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	req := build.Request{Formation: formation, Service: "db", Kind: build.KindImage, Image: addr + "/team/db:15"}
+
+	t.Setenv("DOCKER_CONFIG", t.TempDir())
+	if _, err := b.Build(context.Background(), req); err == nil {
+		t.Fatal("resolved without credentials")
+	}
+	config := fmt.Sprintf(`{"auths": {%q: {"auth": %q}}}`, addr, base64.StdEncoding.EncodeToString([]byte("deploy:s3cret")))
+	if err := os.WriteFile(filepath.Join(os.Getenv("DOCKER_CONFIG"), "config.json"), []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res, err := b.Build(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := addr + "/team/db@" + digest.String(); res.Image != want {
+		t.Fatalf("resolved %s, want %s", res.Image, want)
+	}
 }

@@ -318,11 +318,9 @@ func (b *Builder) published(pinned string) {
 		return
 	}
 	path := filepath.Join(b.cfg.DataDir, "published", strings.ReplaceAll(digest, ":", "-"))
-	if err := os.WriteFile(path, nil, 0o644); err != nil {
+	if err := os.WriteFile(path, nil, 0o644); err != nil { // a rewrite renews the time
 		b.log.Warn("note published image", "err", err)
 	}
-	now := time.Now()
-	os.Chtimes(path, now, now)
 }
 
 // recentlyPublished are the digests noted within grace; older notes are removed.

@@ -19,6 +19,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/events"
 	"github.com/docker/docker/api/types/filters"
+	dockerimage "github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/go-connections/nat"
 
@@ -201,6 +202,11 @@ func serve(t testing.TB, d *testenv.Docker, image string, env ...string) string 
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The container, then the image pulled from the test's registry: nothing else uses it.
+	t.Cleanup(func() {
+		d.Client.ContainerRemove(ctx, created.ID, container.RemoveOptions{Force: true})
+		d.Client.ImageRemove(ctx, image, dockerimage.RemoveOptions{PruneChildren: true})
+	})
 	if err := d.Client.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
 		t.Fatal(err)
 	}
