@@ -63,7 +63,7 @@ func (c *cluster) host(name string) string {
 func (c *cluster) sync(id string, env []string, extra ...string) *testenv.Process {
 	c.t.Helper()
 	args := append([]string{"sync", "--repo", c.repo.URL, "--registry", c.reg.Addr, "--data", c.t.TempDir(),
-		"--id", id, "--interval", "1s", "--lock-ttl", "10s", "--lock-delay", "1s", "--log-format", "json",
+		"--id", id, "--interval", "1s", "--poll", "1s", "--lock-ttl", "10s", "--lock-delay", "1s", "--log-format", "json",
 		"--builder", testenv.Builder(c.t)}, extra...)
 	return testenv.Start(c.t, append(c.consul.Env(), env...), c.bin, args...)
 }

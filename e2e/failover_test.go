@@ -22,16 +22,16 @@ func TestLeaderKilledMidDeploy(t *testing.T) {
 	host := c.host("h")
 	commit := c.repo.CommitDir(filepath.Join(testenv.RepoRoot(t), "examples", "formations", "hello"), "", "hello")
 
-	a := c.sync("a", []string{"GILLIAM_FAILPOINT=pause:before-place"})
+	a := c.sync("a", []string{"GILLIAM_FAILPOINT=pause:after-desired"})
 	a.WaitLog(30*time.Second, "leading", "id=a")
 	b := c.sync("b", nil)
-	a.WaitLog(5*time.Minute, "failpoint: paused", "stage=before-place")
+	a.WaitLog(5*time.Minute, "failpoint: paused", "stage=after-desired")
 
 	// The leader stopped where we wanted it: releases and desired state written, no
 	// assignment yet.
 	ctx := context.Background()
 	d, _, err := c.store.Desired(ctx, "hello")
-	if err != nil || d == nil || len(d.Services["web"].Deployments) != 1 {
+	if err != nil || d == nil || d.Services["web"].Latest == "" {
 		t.Fatalf("desired state at the failpoint: %+v %v", d, err)
 	}
 	if n := len(c.assigned()); n != 0 {

@@ -9,6 +9,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"time"
 	"sync"
 	"sync/atomic"
 
@@ -287,6 +288,17 @@ func (r *Repo) tree(commit string) (*object.Tree, error) {
 	}
 	r.suspect.Store(true)
 	return nil, fmt.Errorf("commit %s of %s: %w", short(commit), Sanitize(r.URL), err)
+}
+
+// CommitTime is when commit was made (its committer date).
+func (r *Repo) CommitTime(commit string) (time.Time, error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	c, err := r.git.CommitObject(plumbing.NewHash(commit))
+	if err != nil {
+		return time.Time{}, fmt.Errorf("commit %s of %s: %w", short(commit), Sanitize(r.URL), err)
+	}
+	return c.Committer.When, nil
 }
 
 // ErrNotFound is returned for a path absent at a commit.

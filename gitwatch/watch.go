@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/go-git/go-git/v5/plumbing"
 )
@@ -69,6 +70,8 @@ type Watcher struct {
 	closed map[string]string
 	// hints are what webhooks said happened to pull requests, until a poll acts on them.
 	hints map[int]hint
+	// polled is when the last poll succeeded; zero before the first.
+	polled time.Time
 }
 
 type hint int
@@ -277,6 +280,38 @@ func (w *Watcher) Head(ref string) string {
 	return w.seen[FullRef(ref)]
 }
 
+// Polled is when the last poll succeeded, zero before the first: until then Refs holds
+// only what the cache had, which may be stale, so nothing should be torn down for a ref
+// missing from it.
+func (w *Watcher) Polled() time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.polled
+}
+
+// RefKind says what a watched ref is for.
+type RefKind int
+
+const (
+	RefDeployed      RefKind = iota + 1 // a branch or tag to deploy
+	RefPullRequest                      // the head of a pull (merge) request, for its preview
+	RefBranchPreview                    // a branch matching a preview pattern
+)
+
+// Classify says what a ref is for, with its pull request's number for RefPullRequest;
+// false for a ref this watcher does not follow.
+func (w *Watcher) Classify(ref string) (RefKind, int, bool) {
+	switch class, n := w.spec.classify(ref); class {
+	case deployed:
+		return RefDeployed, 0, true
+	case pullRequest:
+		return RefPullRequest, n, true
+	case branchPreview:
+		return RefBranchPreview, 0, true
+	}
+	return 0, 0, false
+}
+
 // Refs is the commit of every watched ref (deployed and previews) at the last poll.
 func (w *Watcher) Refs() map[string]string {
 	w.mu.Lock()
@@ -348,6 +383,7 @@ func (w *Watcher) Poll(ctx context.Context) ([]Event, error) {
 			delete(w.hints, n)
 		}
 	}
+	w.polled = time.Now()
 	w.mu.Unlock()
 	for _, m := range moves {
 		if m.new == "" && m.closedAt == "" {

@@ -92,6 +92,25 @@ func (s *Store) assignmentKey(host string) string { return s.hostsKey() + host +
 func (s *Store) hostStatusKey(host string) string { return s.hostsKey() + host + "/status" }
 
 func (s *Store) placementKey() string { return s.prefix + "placement" }
+func (s *Store) observedKey(repo string) string {
+	return s.prefix + "repos/" + repo + "/observed"
+}
+
+// Observed reads what was done with a repository's refs (repo names its key: a folder-safe
+// form of its URL); an empty record when absent.
+func (s *Store) Observed(ctx context.Context, repo string) (*Observed, error) {
+	o := Observed{Repo: repo}
+	_, _, err := s.get(ctx, s.observedKey(repo), &o)
+	if o.Targets == nil {
+		o.Targets = map[string]ObservedTarget{}
+	}
+	return &o, err
+}
+
+// PutObserved records what was done with a repository's refs.
+func (s *Store) PutObserved(ctx context.Context, o *Observed) error {
+	return s.put(ctx, s.observedKey(o.Repo), o, nil)
+}
 
 // PlacementReport reads the scheduler's last report; an empty one when absent.
 func (s *Store) PlacementReport(ctx context.Context) (*PlacementReport, error) {

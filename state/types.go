@@ -265,8 +265,47 @@ type FormationStatus struct {
 	Deployed string `json:"deployed,omitempty"`
 	// Error is why Commit was not deployed (an invalid gilliam.yml, a failed build), with
 	// its file and line when it has them; empty when Commit deployed.
-	Error   string    `json:"error,omitempty"`
-	Updated time.Time `json:"updated"`
+	Error string `json:"error,omitempty"`
+	// Preview is set for the preview formation of a pull request or branch.
+	Preview *Preview `json:"preview,omitempty"`
+	// TearingDown says why the formation is being removed (a preview closed or expired):
+	// its instances stop, then its keys go.
+	TearingDown string    `json:"tearing_down,omitempty"`
+	Updated     time.Time `json:"updated"`
+}
+
+// Preview says what a preview formation previews.
+type Preview struct {
+	// Of is the formation it is a preview of; PR the pull request, or Branch the branch.
+	Of     string `json:"of"`
+	PR     int    `json:"pr,omitempty"`
+	Branch string `json:"branch,omitempty"`
+	// TTL is how long it lives without a new commit (from its gilliam.yml); Updated is
+	// when its last commit was deployed.
+	TTL     time.Duration `json:"ttl"`
+	Updated time.Time     `json:"updated"`
+}
+
+// Observed is what the control plane has done with the refs of one repository: per
+// (ref, gilliam.yml file), the last commit handled. It lets a new leader, or a restarted
+// daemon, carry on without redoing work or resurrecting torn-down previews.
+type Observed struct {
+	Repo    string                    `json:"repo"`
+	Targets map[string]ObservedTarget `json:"targets"`
+}
+
+// ObservedTarget is one ref and file of a repository.
+type ObservedTarget struct {
+	Ref  string `json:"ref"`
+	File string `json:"file"`
+	// Commit is the last commit handled: deployed, or refused for a reason retrying
+	// cannot fix (an invalid gilliam.yml, a failed build, previews off).
+	Commit    string `json:"commit"`
+	Formation string `json:"formation,omitempty"`
+	// Preview is set for pull-request and branch previews; TornDown once their formation
+	// was removed (closed, expired): it is not created again for the same commit.
+	Preview  bool `json:"preview,omitempty"`
+	TornDown bool `json:"torn_down,omitempty"`
 }
 
 // PlacementReport is what the scheduler could not place, and why, as of its last change:

@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/hashicorp/consul/api"
 
+	"github.com/gilliam-sync/gilliam-sync/gitwatch"
 	"github.com/gilliam-sync/gilliam-sync/internal/testenv"
 	"github.com/gilliam-sync/gilliam-sync/state"
 	"github.com/gilliam-sync/gilliam-sync/sync"
@@ -60,7 +61,7 @@ func TestSyncWithLeastPrivilegeToken(t *testing.T) {
 	repo.Commit(map[string]string{"gilliam.yml": fmt.Sprintf("formation: acl\nservices:\n  web:\n    image: %s\n    scale: 2\n", ref)}, "init")
 
 	store := state.NewStore(limited, "")
-	s, err := sync.New(sync.Config{Repos: []sync.Repo{{URL: repo.URL}}, DataDir: t.TempDir(), Interval: 200 * time.Millisecond, LockTTL: 10 * time.Second, LockDelay: time.Millisecond}, store, nil)
+	s, err := sync.New(sync.Config{Repos: []gitwatch.RepoConfig{{URL: repo.URL}}, DataDir: t.TempDir(), Interval: 200 * time.Millisecond, LockTTL: 10 * time.Second, LockDelay: time.Millisecond}, store, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,8 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -17,76 +16,99 @@ import (
 	"github.com/gilliam-sync/gilliam-sync/state"
 )
 
-// target is one thing to deploy: a commit of a watched ref of a repository, as the main
-// formation or as the preview of a pull request.
-type target struct {
-	repo   *repoState
-	ref    string // full ref name
-	commit string
-	pr     int // the pull request this is a preview of; 0 for the deployed branch
-}
-
-// formationName is the formation a gilliam.yml at this target deploys as.
+// formationName is the formation a gilliam.yml read at this target deploys as: its name
+// (or the one derived from the repository), with -pr-N for a pull request's preview and
+// -BRANCH for a branch's.
 func (t target) formationName(f *schema.Formation) string {
 	name := f.Name
 	if name == "" {
 		name = schema.DefaultName(t.repo.cfg.URL)
 	}
-	if t.pr > 0 {
-		name = fmt.Sprintf("%s-pr-%d", name, t.pr)
+	switch t.kind {
+	case gitwatch.RefPullRequest:
+		return label(fmt.Sprintf("%s-pr-%d", name, t.pr))
+	case gitwatch.RefBranchPreview:
+		return label(name + "-" + strings.TrimPrefix(t.ref, "refs/heads/"))
 	}
 	return name
 }
 
-// deploy turns a commit into releases, and records them as the services' latest in the
-// desired formation; the roll-out itself is advance's. Whatever stops it is reported in
-// the formation's status and the log, and what runs keeps running. A stalled commit (an
+var notLabel = regexp.MustCompile(`[^a-z0-9-]+`)
+
+// label makes s a DNS label: lowercase letters, digits and dashes, at most 63 characters
+// (a longer one keeps its start and a hash of the whole).
+func label(s string) string {
+	s = strings.Trim(notLabel.ReplaceAllString(strings.ToLower(s), "-"), "-")
+	if len(s) > 63 {
+		s = strings.TrimRight(s[:54], "-") + "-" + build.SourceTag(s, "", nil)[4:12]
+	}
+	return s
+}
+
+// deploy turns a target's commit into releases, and records them as the services' latest
+// in the desired formation; the roll-out itself is advance's. Whatever stops it is reported
+// in the formation's status and the log, and what runs keeps running. A stalled commit (an
 // invalid gilliam.yml, a failed build: a person must push a fix) is not retried; anything
-// else (a registry or Consul away) is, on the next pass. cause is push or config.
+// else (a registry or Consul away) is, on a later pass. cause is push or config.
 func (s *Syncer) deploy(ctx context.Context, t target, cause string) error {
 	r := t.repo
 	log := s.log.With("repo", gitwatch.Sanitize(r.cfg.URL), "ref", t.ref, "commit", short(t.commit))
 	if cause == "push" {
-		log.Info("new commit")
+		log.Info("new commit", "file", t.file)
 	} else {
 		log.Info("config changed: releasing the commit again", "cause", cause)
 	}
-	status := &state.FormationStatus{Formation: r.formations[t.ref], Repo: gitwatch.Sanitize(r.cfg.URL), Ref: t.ref, Commit: t.commit}
+	obs, err := s.observed(ctx, r)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	previous := obs.Targets[t.key()].Formation
+	r.mu.Unlock()
+	status := &state.FormationStatus{Formation: previous, Repo: gitwatch.Sanitize(r.cfg.URL), Ref: t.ref, Commit: t.commit}
 	if status.Formation == "" {
-		status.Formation = target{repo: r, pr: t.pr}.formationName(&schema.Formation{})
+		status.Formation = t.formationName(&schema.Formation{})
 	}
 	fail := func(err error) error {
 		var st *stalled
 		stall := errors.As(err, &st)
 		log.Error("commit not deployed; what runs keeps running", "err", err, "retry", !stall)
 		if prev, perr := s.store.FormationStatus(ctx, status.Formation); perr == nil && prev != nil {
-			status.Deployed = prev.Deployed
+			status.Deployed, status.Preview = prev.Deployed, prev.Preview
 		}
 		status.Error = err.Error()
 		status.Updated = s.cfg.Now().UTC()
 		if werr := s.store.PutFormationStatus(ctx, status); werr != nil {
-			return werr // retried on the next pass
+			return werr // retried on a later pass
 		}
 		if !stall {
 			return err
 		}
-		r.done[t.ref] = t.commit
-		return nil
+		return s.record(ctx, t, func(o *state.ObservedTarget) { o.Commit = t.commit })
 	}
 
-	data, err := r.repo.ReadFile(t.commit, r.cfg.File)
+	data, err := r.w.Repo().ReadFile(t.commit, t.file)
 	if err != nil {
 		return fail(&stalled{fmt.Errorf("commit %s: %w", short(t.commit), err)})
 	}
-	f, err := schema.Parse(r.cfg.File, data)
+	f, err := schema.Parse(t.file, data)
 	if err != nil {
-		return fail(&stalled{fmt.Errorf("commit %s: invalid %s:\n%w", short(t.commit), r.cfg.File, err)})
+		return fail(&stalled{fmt.Errorf("commit %s: invalid %s:\n%w", short(t.commit), t.file, err)})
+	}
+	if t.preview() && !f.Previews.Enabled {
+		s.once("previews off "+t.inflight(), func() {
+			log.Info("no preview: previews are off in this gilliam.yml", "file", t.file)
+		})
+		return s.record(ctx, t, func(o *state.ObservedTarget) { o.Commit = t.commit })
 	}
 	status.Formation = t.formationName(f)
-	r.formations[t.ref] = status.Formation
 	log = log.With("formation", status.Formation)
-	if t.pr > 0 {
+	if t.preview() {
 		applyPreviewOverrides(f)
+		status.Preview = &state.Preview{Of: targetOf(f, r), PR: t.pr, TTL: f.Previews.TTL, Updated: s.cfg.Now().UTC()}
+		if t.kind == gitwatch.RefBranchPreview {
+			status.Preview.Branch = strings.TrimPrefix(t.ref, "refs/heads/")
+		}
 	}
 	config, configIndex, err := s.store.Config(ctx, status.Formation)
 	if err != nil {
@@ -96,7 +118,11 @@ func (s *Syncer) deploy(ctx context.Context, t target, cause string) error {
 	latest := map[string]*state.Release{}
 	for _, name := range f.StartOrder() {
 		svc := f.Services[name]
-		image, err := s.image(ctx, r, t.commit, status.Formation, svc)
+		image, err := s.image(ctx, t, status.Formation, svc)
+		if errors.Is(err, build.ErrSuperseded) {
+			log.Info("release superseded by a newer commit")
+			return nil
+		}
 		if err != nil {
 			return fail(err)
 		}
@@ -117,7 +143,7 @@ func (s *Syncer) deploy(ctx context.Context, t target, cause string) error {
 				ds.Latest, ds.LatestCause = latest[name].ID, cause
 			}
 			if ds.FileScale != svc.Scale {
-				ds.FileScale, ds.ScaleOverride = svc.Scale, nil // a new file value ends a CLI override
+				ds.FileScale, ds.ScaleOverride = svc.Scale, nil // a new file value ends a hand-set scale
 			}
 			ds.Strategy = state.Strategy{MaxParallel: svc.Rollout.MaxParallel, MinHealthy: svc.Rollout.MinHealthy, Deadline: svc.Rollout.Deadline}
 			ds.DependsOn = svc.DependsOn
@@ -142,12 +168,25 @@ func (s *Syncer) deploy(ctx context.Context, t target, cause string) error {
 		return err
 	}
 	log.Info("desired state written", "services", len(latest))
+	s.cfg.Failpoint("after-desired")
 	status.Deployed, status.Error, status.Updated = t.commit, "", s.cfg.Now().UTC()
 	if err := s.store.PutFormationStatus(ctx, status); err != nil {
 		return err
 	}
-	r.done[t.ref] = t.commit
+	if err := s.record(ctx, t, func(o *state.ObservedTarget) {
+		o.Commit, o.Formation, o.Preview, o.TornDown = t.commit, status.Formation, t.preview(), false
+	}); err != nil {
+		return err
+	}
 	return s.collectReleases(ctx, status.Formation)
+}
+
+// targetOf is the formation a preview previews: the file's name, or the repository's.
+func targetOf(f *schema.Formation, r *repoState) string {
+	if f.Name != "" {
+		return f.Name
+	}
+	return schema.DefaultName(r.cfg.URL)
 }
 
 // applyPreviewOverrides gives a preview formation the scale and env its gilliam.yml asks
@@ -169,50 +208,32 @@ func applyPreviewOverrides(f *schema.Formation) {
 
 // image returns the image a service runs at a commit, pinned by digest: built from its
 // path (or found built already in the registry), or resolved from its reference.
-func (s *Syncer) image(ctx context.Context, r *repoState, commit, formation string, svc *schema.Service) (string, error) {
-	switch svc.Type {
-	case schema.TypeImage:
+func (s *Syncer) image(ctx context.Context, t target, formation string, svc *schema.Service) (string, error) {
+	req := build.Request{Formation: formation, Service: svc.Name, Kind: svc.Type, Image: svc.Image, Commit: t.commit}
+	if svc.Built() {
+		if s.builder == nil {
+			return "", &stalled{fmt.Errorf("service %s: this daemon has no builder", svc.Name)}
+		}
+		tree, err := t.repo.w.Repo().TreeHash(t.commit, svc.Path)
+		if err != nil {
+			return "", &stalled{fmt.Errorf("service %s: path %s: %w", svc.Name, svc.Path, err)}
+		}
+		req.TreeHash, req.Env = tree, build.BuildEnv(svc.Env)
+		req.Source = func(dir string) error { return t.repo.w.Repo().Export(t.commit, svc.Path, dir) }
+	} else if s.builder == nil {
 		return build.Resolve(ctx, svc.Image)
-	case schema.TypeBuildpack:
-	default:
-		return "", &stalled{fmt.Errorf("service %s: %s services are not supported yet", svc.Name, svc.Type)}
 	}
-	log := s.log.With("formation", formation, "service", svc.Name, "commit", short(commit))
-	tree, err := r.repo.TreeHash(commit, svc.Path)
-	if err != nil {
-		return "", &stalled{fmt.Errorf("service %s: path %s: %w", svc.Name, svc.Path, err)}
+	res, err := s.builder.Build(ctx, req)
+	var failed *build.FailedError
+	if errors.As(err, &failed) {
+		return "", &stalled{err}
 	}
-	builderID, err := s.builder.BuilderID(ctx)
 	if err != nil {
 		return "", err
 	}
-	env := build.BuildEnv(svc.Env)
-	tag := build.SourceTag(tree, builderID, env)
-	repo := build.Repository(s.builder.Registry(), formation, svc.Name)
-	if pinned, found, err := build.Find(ctx, repo, tag); err != nil {
-		return "", err
-	} else if found {
-		log.Info("build skipped: this source was built already", "tree", short(tree), "image", pinned)
-		return pinned, nil
+	if res.Built {
+		s.log.Info("built", "formation", formation, "service", svc.Name, "commit", short(t.commit), "image", res.Image, "took", res.Duration.Round(time.Millisecond))
 	}
-
-	src, err := os.MkdirTemp(filepath.Join(s.cfg.DataDir), "build-"+formation+"-"+svc.Name+"-")
-	if err != nil {
-		return "", err
-	}
-	defer os.RemoveAll(src)
-	if err := r.repo.Export(commit, svc.Path, src); err != nil {
-		return "", fmt.Errorf("service %s: export %s at %s: %w", svc.Name, svc.Path, short(commit), err)
-	}
-	log.Info("building", "tree", short(tree), "path", svc.Path)
-	var out tail
-	res, err := s.builder.Build(ctx, build.PackRequest{Formation: formation, Service: svc.Name, Source: src, Tag: tag, Env: env, Log: &out})
-	if err != nil && ctx.Err() == nil {
-		return "", &stalled{fmt.Errorf("service %s: %w\nbuild log (end):\n%s", svc.Name, err, out.String())}
-	} else if err != nil {
-		return "", err
-	}
-	log.Info("built", "image", res.Image, "took", res.Duration.Round(time.Millisecond))
 	return res.Image, nil
 }
 
@@ -258,19 +279,6 @@ type stalled struct{ err error }
 
 func (e *stalled) Error() string { return e.err.Error() }
 func (e *stalled) Unwrap() error { return e.err }
-
-// tail keeps the last 4 KiB written to it: the end of a build log, for error reports.
-type tail struct{ b []byte }
-
-func (t *tail) Write(p []byte) (int, error) {
-	t.b = append(t.b, p...)
-	if len(t.b) > 4096 {
-		t.b = t.b[len(t.b)-4096:]
-	}
-	return len(p), nil
-}
-
-func (t *tail) String() string { return strings.TrimSpace(string(t.b)) }
 
 func short(commit string) string {
 	if len(commit) > 12 {

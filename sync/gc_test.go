@@ -10,6 +10,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/gilliam-sync/gilliam-sync/gitwatch"
 	"github.com/gilliam-sync/gilliam-sync/internal/testenv"
 	"github.com/gilliam-sync/gilliam-sync/state"
 	"github.com/gilliam-sync/gilliam-sync/sync"
@@ -32,7 +33,7 @@ func TestReleaseGarbageCollection(t *testing.T) {
 		repo.Commit(map[string]string{"gilliam.yml": fmt.Sprintf(
 			"formation: gc\nservices:\n  web:\n    image: %s\n    scale: 0\n    env: {V: \"%d\"}\n", ref, v)}, fmt.Sprint(v))
 	}
-	s, err := sync.New(sync.Config{Repos: []sync.Repo{{URL: repo.URL}}, DataDir: t.TempDir(), KeepReleases: 2}, store, nil)
+	s, err := sync.New(sync.Config{Repos: []gitwatch.RepoConfig{{URL: repo.URL}}, DataDir: t.TempDir(), KeepReleases: 2}, store, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +51,7 @@ func TestReleaseGarbageCollection(t *testing.T) {
 	var first string
 	for v := 1; v <= 5; v++ {
 		commit(v)
-		if err := s.ReconcileOnce(ctx); err != nil {
+		if err := s.SyncOnce(ctx); err != nil {
 			t.Fatal(err)
 		}
 		if v == 1 {
@@ -74,7 +75,7 @@ func TestReleaseGarbageCollection(t *testing.T) {
 	}
 	for v := 6; v <= 8; v++ {
 		commit(v)
-		if err := s.ReconcileOnce(ctx); err != nil {
+		if err := s.SyncOnce(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}

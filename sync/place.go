@@ -123,21 +123,21 @@ func (s *Syncer) reportUnplaced(ctx context.Context, unplaced []placement.Unplac
 	sort.Strings(lines)
 	text := strings.Join(lines, "\n")
 	s.mu.Lock()
-	same := s.unplacedKnown && text == s.unplaced
+	same := s.reported && text == s.unplaced
 	s.mu.Unlock()
 	if same {
 		return nil
 	}
 	if text != "" {
 		s.log.Warn("instances that cannot be placed", "count", len(lines), "why", text)
-	} else if s.unplacedKnown {
+	} else if s.reported {
 		s.log.Info("every instance is placed")
 	}
 	if err := s.store.PutPlacementReport(ctx, report); err != nil {
 		return err
 	}
 	s.mu.Lock()
-	s.unplaced, s.unplacedKnown = text, true
+	s.unplaced, s.reported = text, true
 	s.mu.Unlock()
 	return nil
 }

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	stdsync "sync"
 	"time"
 
@@ -19,22 +18,16 @@ import (
 	"github.com/gilliam-sync/gilliam-sync/state"
 )
 
-// Repo is one watched repository.
-type Repo struct {
-	// URL is a clone URL or a local path.
-	URL string
-	// Ref is the branch deployed (default main).
-	Ref string
-	// File is the path of the gilliam.yml in the repository (default gilliam.yml).
-	File string
-}
-
 // Config configures a Syncer.
 type Config struct {
-	Repos []Repo
-	// DataDir holds the repositories' caches and the builds' sources.
+	// Repos are the repositories followed: their refs, gilliam.yml files, credentials,
+	// poll intervals and previews (see gitwatch.RepoConfig).
+	Repos []gitwatch.RepoConfig
+	// DataDir holds the repositories' caches.
 	DataDir string
-	// Interval is how often repositories are polled and placement re-run (default 5s).
+	// Interval is how often the leader reconciles (default 2s): releases, roll-outs and
+	// placement. Repositories are polled on their own intervals, and a webhook or a moved
+	// ref starts a pass at once.
 	Interval time.Duration
 	// ID names this daemon in the leader lock and the log (default: hostname and pid).
 	ID string
@@ -47,65 +40,86 @@ type Config struct {
 	// KeepReleases is how many releases per service are kept besides those in use
 	// (default 10).
 	KeepReleases int
-	// Placement tunes the scheduler; DeadAfter defaults to 30s.
+	// MaxPreviews caps the preview formations alive at once, over every repository
+	// (default 10): a pull request beyond it gets none until another goes.
+	MaxPreviews int
+	// Placement tunes the scheduler; DeadAfter defaults to 10s.
 	Placement placement.Options
 	Logger    *slog.Logger
 	// Now is the clock (default time.Now).
 	Now func() time.Time
-	// Failpoint, when set, is called at named stages of a pass ("before-place"): tests use
-	// it to stop a leader exactly there.
+	// Failpoint, when set, is called at named stages ("after-desired", "before-place"):
+	// tests use it to stop a leader exactly there.
 	Failpoint func(stage string)
 }
 
-// Builder builds services' images; build.Buildpacks is one.
+// Builder makes the image a service runs; build.Builder is one.
 type Builder interface {
-	Registry() string
-	BuilderID(ctx context.Context) (string, error)
-	Build(ctx context.Context, req build.PackRequest) (build.PackResult, error)
+	Build(ctx context.Context, req build.Request) (build.Result, error)
 }
 
-var _ Builder = (*build.Buildpacks)(nil)
+var _ Builder = (*build.Builder)(nil)
 
 // Syncer is the control plane: it follows repositories, turns each new commit into builds,
-// releases and a desired formation, and keeps every host's assignment placed.
+// releases and a desired formation, rolls releases out, and keeps every host's assignment
+// placed.
 type Syncer struct {
 	cfg     Config
 	store   *state.Store
 	builder Builder
 	log     *slog.Logger
 	repos   []*repoState
+	kick    chan struct{} // a ref moved or a deploy finished: reconcile now
 
-	mu            stdsync.Mutex
-	releases      map[string]*state.Release // immutable, so cached forever
-	critical      map[string]time.Time      // host -> when its liveness check was first seen failing
-	passing       map[string]Passing        // Consul service -> its passing instances, since when
-	unplaced      string                    // the last unplaced report written, to write and log only changes
-	unplacedKnown bool
+	deploys stdsync.WaitGroup // deploys in flight
+
+	mu       stdsync.Mutex
+	inflight map[string]string         // target key -> commit being deployed
+	releases map[string]*state.Release // immutable, so cached forever
+	critical map[string]time.Time      // host -> when its liveness check was first seen failing
+	passing  map[string]Passing        // Consul service -> its passing instances, since when
+	unplaced string                    // the last unplaced report written, to write and log only changes
+	reported bool                      // whether unplaced has been written once
+	logged   map[string]bool           // one-time notices already logged
 }
 
-// repoState is what the syncer remembers of a repository between passes, per watched ref.
+// repoState is one repository: its watcher and what was done with its refs.
 type repoState struct {
-	cfg     Repo
-	repo    *gitwatch.Repo
-	watcher *gitwatch.Watcher
-	// formations is the formation each ref deployed as at its last gilliam.yml that
-	// parsed, to report errors under and to notice config changes.
-	formations map[string]string
-	// done is the last commit handled per ref: deployed, or refused for a reason retrying
-	// cannot fix.
-	done map[string]string
+	cfg     gitwatch.RepoConfig
+	w       *gitwatch.Watcher
+	key     string // folder-safe name, for the cache and the observed key
+	started time.Time
+
+	mu       stdsync.Mutex
+	observed *state.Observed // loaded when leadership starts
 }
 
-// New returns a syncer; Run starts it.
+// New returns a syncer; Run starts it. builder may be nil when no repository holds a
+// service that builds (tests of image services).
 func New(cfg Config, store *state.Store, builder Builder) (*Syncer, error) {
 	if cfg.Interval == 0 {
-		cfg.Interval = 5 * time.Second
+		cfg.Interval = 2 * time.Second
 	}
 	if cfg.LockTTL == 0 {
 		cfg.LockTTL = 15 * time.Second
 	}
 	if cfg.LockDelay == 0 {
 		cfg.LockDelay = 5 * time.Second
+	}
+	if cfg.KeepReleases == 0 {
+		cfg.KeepReleases = 10
+	}
+	if cfg.MaxPreviews == 0 {
+		cfg.MaxPreviews = 10
+	}
+	if cfg.Placement.DeadAfter == 0 {
+		cfg.Placement.DeadAfter = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	if cfg.ID == "" {
 		host, _ := os.Hostname()
@@ -114,48 +128,53 @@ func New(cfg Config, store *state.Store, builder Builder) (*Syncer, error) {
 	if cfg.Failpoint == nil {
 		cfg.Failpoint = func(string) {}
 	}
-	if cfg.KeepReleases == 0 {
-		cfg.KeepReleases = 10
+	if err := gitwatch.ValidateRepos(cfg.Repos); err != nil {
+		return nil, err
 	}
-	if cfg.Placement.DeadAfter == 0 {
-		cfg.Placement.DeadAfter = 30 * time.Second
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	s := &Syncer{cfg: cfg, store: store, builder: builder, log: cfg.Logger,
-		releases: map[string]*state.Release{}, critical: map[string]time.Time{}, passing: map[string]Passing{}}
+	s := &Syncer{cfg: cfg, store: store, builder: builder, log: cfg.Logger, kick: make(chan struct{}, 1),
+		inflight: map[string]string{}, releases: map[string]*state.Release{}, critical: map[string]time.Time{},
+		passing: map[string]Passing{}, logged: map[string]bool{}}
 	for _, rc := range cfg.Repos {
-		if rc.Ref == "" {
-			rc.Ref = "main"
-		}
-		if rc.File == "" {
-			rc.File = "gilliam.yml"
-		}
-		dir := filepath.Join(cfg.DataDir, "repos", cacheName(rc.URL))
-		repo, err := gitwatch.Open(rc.URL, dir, nil)
+		w, err := gitwatch.Watch(rc, filepath.Join(cfg.DataDir, "repos"), cfg.Logger)
 		if err != nil {
 			return nil, err
 		}
-		s.repos = append(s.repos, &repoState{cfg: rc, repo: repo,
-			watcher:    gitwatch.NewWatcher(repo, []string{rc.Ref}, cfg.Logger),
-			formations: map[string]string{}, done: map[string]string{}})
+		s.repos = append(s.repos, &repoState{cfg: w.Config(), w: w, key: gitwatch.CacheName(rc.URL), started: time.Now()})
 	}
 	return s, nil
 }
 
-// cacheName turns a repository URL into a folder name.
-func cacheName(url string) string {
-	r := strings.NewReplacer("://", "_", "/", "_", ":", "_", "@", "_")
-	return strings.Trim(r.Replace(gitwatch.Sanitize(url)), "_.")
+// Watchers are the repositories' watchers, for a webhook receiver to trigger.
+func (s *Syncer) Watchers() []*gitwatch.Watcher {
+	ws := make([]*gitwatch.Watcher, len(s.repos))
+	for i, r := range s.repos {
+		ws[i] = r.w
+	}
+	return ws
 }
 
-// Run contends for leadership and, while leading, reconciles every Interval until ctx ends.
-// Standbys wait on the lock, ready to take over when the leader's session ends.
+// Run polls the repositories (leader or not: a standby keeps its caches warm), contends
+// for leadership and, while leading, reconciles every Interval and whenever a ref moves,
+// until ctx ends.
 func (s *Syncer) Run(ctx context.Context) error {
+	events := make(chan gitwatch.Event)
+	var watchers stdsync.WaitGroup
+	for _, r := range s.repos {
+		watchers.Add(1)
+		go func() { defer watchers.Done(); r.w.Run(ctx, events) }()
+	}
+	go func() {
+		for {
+			select {
+			case <-events:
+				s.poke()
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	defer watchers.Wait()
+
 	for ctx.Err() == nil {
 		lock, err := s.store.Client().LockOpts(&api.LockOptions{
 			Key:         s.store.LeaderKey(),
@@ -167,12 +186,7 @@ func (s *Syncer) Run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("leader lock: %w", err)
 		}
-		standby, stopStandby := context.WithCancel(ctx)
-		warm := make(chan struct{})
-		go func() { defer close(warm); s.standby(standby) }()
 		lost, err := lock.Lock(ctx.Done())
-		stopStandby()
-		<-warm
 		if err != nil {
 			s.log.Warn("leader lock failing", "err", err)
 			sleep(ctx, s.cfg.Interval)
@@ -191,20 +205,19 @@ func (s *Syncer) Run(ctx context.Context) error {
 	return nil
 }
 
-// standby keeps the repository caches fetched while another daemon leads, so a takeover
-// starts from warm caches: a hot standby.
-func (s *Syncer) standby(ctx context.Context) {
-	for ctx.Err() == nil {
-		for _, r := range s.repos {
-			r.watcher.Poll(ctx)
-		}
-		sleep(ctx, s.cfg.Interval)
+func (s *Syncer) poke() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
 	}
 }
 
 func (s *Syncer) lead(ctx context.Context, lost <-chan struct{}) {
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	defer func() {
+		cancel()
+		s.deploys.Wait()
+	}()
 	go func() {
 		select {
 		case <-lost:
@@ -212,6 +225,12 @@ func (s *Syncer) lead(ctx context.Context, lost <-chan struct{}) {
 		case <-ctx.Done():
 		}
 	}()
+	// A new leader reads what was done, rather than trusting what it remembers.
+	for _, r := range s.repos {
+		r.mu.Lock()
+		r.observed = nil
+		r.mu.Unlock()
+	}
 	failing := false
 	for ctx.Err() == nil {
 		err := s.ReconcileOnce(ctx)
@@ -223,55 +242,47 @@ func (s *Syncer) lead(ctx context.Context, lost <-chan struct{}) {
 			s.log.Info("reconcile recovered")
 			failing = false
 		}
-		sleep(ctx, s.cfg.Interval)
+		select {
+		case <-ctx.Done():
+		case <-s.kick:
+		case <-time.After(s.cfg.Interval):
+		}
 	}
 }
 
-// ReconcileOnce is one pass of the control plane: poll every repository and release the
-// new commits (or the same commit again when its formation's config vars changed), advance
-// every service towards its target release and scale, and place what is desired on the
-// live hosts. Tests call it directly.
+// PollOnce polls every repository once (Run's watchers do it on their own otherwise).
+func (s *Syncer) PollOnce(ctx context.Context) error {
+	var errs []error
+	for _, r := range s.repos {
+		if _, err := r.w.Poll(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ReconcileOnce is one pass of the leader: start releasing the commits (and config
+// changes) not yet handled, tear down the previews that are gone or expired, advance every
+// service towards its target release and scale, and place what is desired on the live
+// hosts. Releases, which may build, run in the background and start another pass when done.
 func (s *Syncer) ReconcileOnce(ctx context.Context) error {
 	var errs []error
 	for _, r := range s.repos {
-		if _, err := r.watcher.Poll(ctx); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		ref := gitwatch.FullRef(r.cfg.Ref)
-		t := target{repo: r, ref: ref, commit: r.watcher.Head(ref)}
-		if t.commit == "" {
-			continue
-		}
-		if t.commit != r.done[ref] {
-			errs = append(errs, s.deploy(ctx, t, "push"))
-		} else if changed, err := s.configChanged(ctx, r.formations[ref]); err != nil {
-			errs = append(errs, err)
-		} else if changed {
-			errs = append(errs, s.deploy(ctx, t, "config"))
-		}
+		errs = append(errs, s.reconcileRepo(ctx, r))
 	}
-	errs = append(errs, s.advanceAll(ctx))
+	errs = append(errs, s.finishTeardowns(ctx), s.advanceAll(ctx))
 	s.cfg.Failpoint("before-place")
 	errs = append(errs, s.place(ctx))
 	return errors.Join(errs...)
 }
 
-// configChanged reports whether a formation's config vars changed since its releases were
-// derived.
-func (s *Syncer) configChanged(ctx context.Context, formation string) (bool, error) {
-	if formation == "" {
-		return false, nil
-	}
-	_, index, err := s.store.Config(ctx, formation)
-	if err != nil {
-		return false, err
-	}
-	d, _, err := s.store.Desired(ctx, formation)
-	if err != nil || d == nil {
-		return false, err
-	}
-	return index != d.ConfigIndex, nil
+// SyncOnce polls, reconciles, waits for the releases it started, and reconciles again: one
+// complete pass, for tests and one-shot use.
+func (s *Syncer) SyncOnce(ctx context.Context) error {
+	err := s.PollOnce(ctx)
+	err = errors.Join(err, s.ReconcileOnce(ctx))
+	s.deploys.Wait()
+	return errors.Join(err, s.ReconcileOnce(ctx))
 }
 
 func sleep(ctx context.Context, d time.Duration) {

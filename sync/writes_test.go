@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/gilliam-sync/gilliam-sync/gitwatch"
 	"github.com/gilliam-sync/gilliam-sync/internal/testenv"
 	"github.com/gilliam-sync/gilliam-sync/state"
 	"github.com/gilliam-sync/gilliam-sync/sync"
@@ -53,13 +54,13 @@ func TestWritesProportionalToHostsTouched(t *testing.T) {
 		repo.Commit(map[string]string{"gilliam.yml": fmt.Sprintf(
 			"formation: %s\nservices:\n  web:\n    image: %s\n    scale: %d\n    resources: {cpu: 10m, memory: 8Mi}\n",
 			formation, ref.String(), scale)}, "init")
-		s, err := sync.New(sync.Config{Repos: []sync.Repo{{URL: repo.URL}}, DataDir: t.TempDir()}, store, nil)
+		s, err := sync.New(sync.Config{Repos: []gitwatch.RepoConfig{{URL: repo.URL}}, DataDir: t.TempDir()}, store, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 
 		before := store.Writes()
-		if err := s.ReconcileOnce(ctx); err != nil {
+		if err := s.SyncOnce(ctx); err != nil {
 			t.Fatal(err)
 		}
 		deploy := diff(store.Writes(), before)
@@ -78,7 +79,7 @@ func TestWritesProportionalToHostsTouched(t *testing.T) {
 		}
 
 		before = store.Writes()
-		if err := s.ReconcileOnce(ctx); err != nil {
+		if err := s.SyncOnce(ctx); err != nil {
 			t.Fatal(err)
 		}
 		if idle := diff(store.Writes(), before); idle.Requests != 0 {
@@ -96,7 +97,7 @@ func TestWritesProportionalToHostsTouched(t *testing.T) {
 			t.Fatal(err)
 		}
 		before = store.Writes()
-		if err := s.ReconcileOnce(ctx); err != nil {
+		if err := s.SyncOnce(ctx); err != nil {
 			t.Fatal(err)
 		}
 		scaled := diff(store.Writes(), before)

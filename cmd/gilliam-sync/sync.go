@@ -2,38 +2,48 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gilliam-sync/gilliam-sync/build"
+	"github.com/gilliam-sync/gilliam-sync/gitwatch"
+	"github.com/gilliam-sync/gilliam-sync/state"
 	"github.com/gilliam-sync/gilliam-sync/sync"
 )
 
 var syncCmd = &command{
 	name:    "sync",
-	usage:   "--repo URL --registry HOST:PORT [flags]",
-	summary: "run the sync daemon: watch repositories, build, release, place (one of several leads)",
+	usage:   "--config gilliam-sync.yml | --repo URL --registry HOST:PORT [flags]",
+	summary: "run the sync daemon: watch repositories, build, release, roll out, place (one of several leads)",
 	run:     runSync,
 }
 
 func runSync(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr io.Writer) int {
-	repo := fs.String("repo", "", "repository to deploy: a clone URL or a local path (required)")
+	config := fs.String("config", "", "configuration file (gilliam-sync.yml, see docs/sync.md); or the flags below for one repository")
+	repo := fs.String("repo", "", "repository to deploy: a clone URL or a local path")
 	ref := fs.String("ref", "main", "branch to deploy")
 	file := fs.String("file", "gilliam.yml", "path of the gilliam.yml in the repository")
-	registry := fs.String("registry", "", "registry images are published to, host:port (required)")
+	poll := fs.Duration("poll", time.Minute, "how often the repository is polled")
+	registry := fs.String("registry", "", "registry images are published to, host:port")
 	builder := fs.String("builder", build.DefaultBuilder, "buildpack builder image")
-	data := fs.String("data", ".gilliam/sync", "data directory: repository caches, build sources")
-	interval := fs.Duration("interval", 5*time.Second, "how often repositories are polled and placement runs")
+	data := fs.String("data", ".gilliam/sync", "data directory: repository caches, pack's home, build logs")
+	interval := fs.Duration("interval", 2*time.Second, "how often the leader reconciles")
 	id := fs.String("id", "", "this daemon's name in the leader lock (default hostname-pid)")
 	lockTTL := fs.Duration("lock-ttl", 15*time.Second, "TTL of the leader's Consul session (at least 10s)")
 	lockDelay := fs.Duration("lock-delay", 5*time.Second, "Consul lock delay after a leader's session ends")
-	deadAfter := fs.Duration("dead-after", 30*time.Second, "a host failing its liveness check this long is dead: its instances move")
-	store := consulFlags(fs)
+	deadAfter := fs.Duration("dead-after", 10*time.Second, "a host failing its liveness check this long is dead: its instances move")
+	hooks := fs.String("webhooks-listen", "", "address of the webhook receiver (/hooks/github, /hooks/gitlab, /hooks/gitea); empty: none")
+	newStore := consulFlags(fs)
 	logger := logFlags(fs, stderr)
 	if positional, err := parseArgs(fs, args); err != nil {
 		return flagExit(err)
@@ -41,57 +51,118 @@ func runSync(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stder
 		fmt.Fprintf(stderr, "gilliam-sync sync: unexpected arguments %q\n", positional)
 		return 2
 	}
-	if *repo == "" || *registry == "" {
-		fmt.Fprintln(stderr, "gilliam-sync sync: --repo and --registry are required")
-		fs.Usage()
-		return 2
-	}
 	log, err := logger()
 	if err != nil {
 		fmt.Fprintln(stderr, "gilliam-sync sync:", err)
 		return 2
 	}
-	st, err := store()
+
+	var cfg *daemonConfig
+	if *config != "" {
+		if *repo != "" {
+			fmt.Fprintln(stderr, "gilliam-sync sync: --config and --repo do not mix: list repositories in the file")
+			return 2
+		}
+		if cfg, err = loadDaemonConfig(*config); err != nil {
+			fmt.Fprintln(stderr, "gilliam-sync sync:", err)
+			return 2
+		}
+	} else {
+		if *repo == "" || *registry == "" {
+			fmt.Fprintln(stderr, "gilliam-sync sync: --config, or --repo and --registry, are required")
+			fs.Usage()
+			return 2
+		}
+		cfg = &daemonConfig{Registry: *registry, Builder: *builder, Data: *data, Interval: *interval,
+			Repos: []gitwatch.RepoConfig{{URL: localPath(*repo), Branches: []string{*ref}, Files: []string{*file}, PollInterval: *poll}}}
+		cfg.Leader.ID, cfg.Leader.LockTTL, cfg.Leader.LockDelay = *id, *lockTTL, *lockDelay
+		cfg.Placement.DeadAfter = *deadAfter
+		cfg.Webhooks.Listen = *hooks
+		cfg.defaults()
+		if err := cfg.validate(); err != nil {
+			fmt.Fprintln(stderr, "gilliam-sync sync:", err)
+			return 2
+		}
+	}
+	store, err := newStore()
 	if err != nil {
 		log.Error("consul", "err", err)
 		return 1
 	}
-	builds, err := build.NewBuildpacks(build.BuildpacksConfig{Builder: *builder, Registry: *registry, Logger: log.With("component", "build")})
-	if err != nil {
-		log.Error("build", "err", err)
-		return 1
-	}
-	cfg := sync.Config{
-		Repos:   []sync.Repo{{URL: *repo, Ref: *ref, File: *file}},
-		DataDir: *data, Interval: *interval, ID: *id, LockTTL: *lockTTL, LockDelay: *lockDelay,
-		Logger: log, Failpoint: failpoint(log),
-	}
-	cfg.Placement.DeadAfter = *deadAfter
-	syncer, err := sync.New(cfg, st, builds)
-	if err != nil {
-		log.Error("sync", "err", err)
-		return 1
-	}
-	if err := syncer.Run(ctx); err != nil {
+	if err := runSyncDaemon(ctx, cfg, store, log); err != nil {
 		log.Error("sync stopped", "err", err)
 		return 1
 	}
 	return 0
 }
 
-// failpoint reads GILLIAM_FAILPOINT=pause:STAGE: the daemon then stops at that stage of
-// its first pass that reaches it, until killed. It exists for tests of a leader dying at
-// the worst moment; nothing sets it in normal use.
+// runSyncDaemon runs the builder, the syncer and the webhook receiver of a configuration
+// until ctx ends.
+func runSyncDaemon(ctx context.Context, cfg *daemonConfig, store *state.Store, log *slog.Logger) error {
+	builder, err := build.New(build.Config{Registry: cfg.Registry, Builder: cfg.Builder,
+		DataDir: filepath.Join(cfg.Data, "build"), Concurrency: cfg.Builds.Concurrency, Timeout: cfg.Builds.Timeout,
+		Logger: log.With("component", "build")})
+	if err != nil {
+		return err
+	}
+	defer builder.Close()
+	sc := sync.Config{
+		Repos: cfg.Repos, DataDir: cfg.Data, Interval: cfg.Interval,
+		ID: cfg.Leader.ID, LockTTL: cfg.Leader.LockTTL, LockDelay: cfg.Leader.LockDelay,
+		KeepReleases: cfg.Releases.Keep, MaxPreviews: cfg.Previews.Max,
+		Logger: log.With("component", "sync"), Failpoint: failpoint(log),
+	}
+	sc.Placement.Binpack, sc.Placement.DeadAfter = cfg.Placement.Binpack, cfg.Placement.DeadAfter
+	syncer, err := sync.New(sc, store, builder)
+	if err != nil {
+		return err
+	}
+	if cfg.Webhooks.Listen != "" {
+		l, err := net.Listen("tcp", cfg.Webhooks.Listen)
+		if err != nil {
+			return fmt.Errorf("webhook receiver: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/hooks/", gitwatch.NewWebhooks(syncer.Watchers(), log.With("component", "webhooks")))
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() { <-ctx.Done(); srv.Close() }()
+		go func() {
+			if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+				log.Error("webhook receiver stopped", "err", err)
+			}
+		}()
+		log.Info("webhook receiver listening", "address", l.Addr().String())
+	}
+	return syncer.Run(ctx)
+}
+
+// localPath makes a repository given as a local folder absolute; URLs pass unchanged.
+func localPath(repo string) string {
+	if fi, err := os.Stat(repo); err == nil && fi.IsDir() {
+		if abs, err := filepath.Abs(repo); err == nil {
+			return abs
+		}
+	}
+	return repo
+}
+
+// failpoint reads GILLIAM_FAILPOINT=pause:STAGE: the daemon stops at that stage ("after-
+// desired": a deploy has written its desired state; "before-place") until killed, and so
+// does every pass after it. It exists for tests of a leader dying at the worst moment;
+// nothing sets it in normal use.
 func failpoint(log *slog.Logger) func(string) {
 	action, stage, ok := strings.Cut(os.Getenv("GILLIAM_FAILPOINT"), ":")
 	if !ok || action != "pause" {
 		return nil
 	}
+	var paused atomic.Bool
 	return func(at string) {
-		if at != stage {
+		if at != stage && !paused.Load() {
 			return
 		}
-		log.Warn("failpoint: paused", "stage", at)
+		if paused.CompareAndSwap(false, true) {
+			log.Warn("failpoint: paused", "stage", at)
+		}
 		for {
 			time.Sleep(time.Hour)
 		}

@@ -17,10 +17,10 @@ import (
 	"github.com/docker/docker/client"
 
 	"github.com/gilliam-sync/gilliam-sync/build"
+	"github.com/gilliam-sync/gilliam-sync/gitwatch"
 	"github.com/gilliam-sync/gilliam-sync/hostd"
 	"github.com/gilliam-sync/gilliam-sync/internal/registry"
 	"github.com/gilliam-sync/gilliam-sync/state"
-	"github.com/gilliam-sync/gilliam-sync/sync"
 )
 
 var upCmd = &command{
@@ -84,11 +84,7 @@ func up(ctx context.Context, c upConfig, newStore func() (*state.Store, error), 
 	if err != nil {
 		return err
 	}
-	if fi, err := os.Stat(c.repo); err == nil && fi.IsDir() {
-		if c.repo, err = filepath.Abs(c.repo); err != nil {
-			return err
-		}
-	}
+	c.repo = localPath(c.repo)
 	store, err := newStore()
 	if err != nil {
 		return err
@@ -141,19 +137,14 @@ func up(ctx context.Context, c upConfig, newStore func() (*state.Store, error), 
 	if err != nil {
 		return err
 	}
-	builder, err := build.NewBuildpacks(build.BuildpacksConfig{Builder: c.builder, Registry: c.registry, Logger: log.With("component", "build")})
-	if err != nil {
-		return err
-	}
-	syncer, err := sync.New(sync.Config{
-		Repos:   []sync.Repo{{URL: c.repo, Ref: c.ref, File: c.file}},
-		DataDir: filepath.Join(data, "sync"), Interval: c.poll, Logger: log.With("component", "sync"),
-	}, store, builder)
-	if err != nil {
+	cfg := &daemonConfig{Registry: c.registry, Builder: c.builder, Data: filepath.Join(data, "sync"),
+		Repos: []gitwatch.RepoConfig{{URL: c.repo, Branches: []string{c.ref}, Files: []string{c.file}, PollInterval: c.poll}}}
+	cfg.defaults()
+	if err := cfg.validate(); err != nil {
 		return err
 	}
 	run("hostd", host.Run)
-	run("sync", syncer.Run)
+	run("sync", func(ctx context.Context) error { return runSyncDaemon(ctx, cfg, store, log) })
 	log.Info("gilliam-sync up", "repo", c.repo, "ref", c.ref, "host", c.hostID, "registry", c.registry, "data", data)
 	<-ctx.Done()
 	wg.Wait()

@@ -1,0 +1,111 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/gilliam-sync/gilliam-sync/build"
+	"github.com/gilliam-sync/gilliam-sync/gitwatch"
+)
+
+// daemonConfig is gilliam-sync.yml, the sync daemon's configuration file; docs/sync.md
+// documents every key. Durations are written with a unit ("10s").
+type daemonConfig struct {
+	// Data holds the repositories' caches, pack's home and the build logs.
+	Data string `yaml:"data"`
+	// Registry is where images are published (host:port); Builder the buildpack builder.
+	Registry string `yaml:"registry"`
+	Builder  string `yaml:"builder"`
+	// Interval is how often the leader reconciles.
+	Interval time.Duration `yaml:"interval"`
+	Leader   struct {
+		ID        string        `yaml:"id"`
+		LockTTL   time.Duration `yaml:"lock_ttl"`
+		LockDelay time.Duration `yaml:"lock_delay"`
+	} `yaml:"leader"`
+	Placement struct {
+		Binpack   bool          `yaml:"binpack"`
+		DeadAfter time.Duration `yaml:"dead_after"`
+	} `yaml:"placement"`
+	Builds struct {
+		Concurrency int           `yaml:"concurrency"`
+		Timeout     time.Duration `yaml:"timeout"`
+	} `yaml:"builds"`
+	Releases struct {
+		Keep int `yaml:"keep"`
+	} `yaml:"releases"`
+	Previews struct {
+		Max int `yaml:"max"`
+	} `yaml:"previews"`
+	Webhooks struct {
+		// Listen is the address of the webhook receiver (POST /hooks/github, /hooks/gitlab,
+		// /hooks/gitea); empty: no receiver.
+		Listen string `yaml:"listen"`
+	} `yaml:"webhooks"`
+	Repos []gitwatch.RepoConfig `yaml:"repos"`
+}
+
+// defaults of the keys a file leaves out.
+func (c *daemonConfig) defaults() {
+	if c.Data == "" {
+		c.Data = ".gilliam/sync"
+	}
+	if c.Builder == "" {
+		c.Builder = build.DefaultBuilder
+	}
+	if c.Interval == 0 {
+		c.Interval = 2 * time.Second
+	}
+	if c.Leader.LockTTL == 0 {
+		c.Leader.LockTTL = 15 * time.Second
+	}
+	if c.Leader.LockDelay == 0 {
+		c.Leader.LockDelay = 5 * time.Second
+	}
+	if c.Placement.DeadAfter == 0 {
+		c.Placement.DeadAfter = 10 * time.Second
+	}
+}
+
+// loadDaemonConfig reads and checks a configuration file: unknown keys are errors, and
+// every error names the file and, where YAML knows it, the line.
+func loadDaemonConfig(path string) (*daemonConfig, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var c daemonConfig
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	c.defaults()
+	if err := c.validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &c, nil
+}
+
+func (c *daemonConfig) validate() error {
+	var errs []error
+	if c.Registry == "" {
+		errs = append(errs, errors.New("registry: required (host:port of the registry images are published to)"))
+	}
+	if len(c.Repos) == 0 {
+		errs = append(errs, errors.New("repos: at least one repository"))
+	}
+	if c.Leader.LockTTL < 10*time.Second {
+		errs = append(errs, fmt.Errorf("leader.lock_ttl: %s is below Consul's minimum session TTL of 10s", c.Leader.LockTTL))
+	}
+	if err := gitwatch.ValidateRepos(c.Repos); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
