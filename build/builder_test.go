@@ -176,57 +176,72 @@ func TestDockerfileServiceBuildsAndRuns(t *testing.T) {
 
 // Five commits in quick succession while the first builds: the three in between are
 // superseded, so two builds run, the second for the newest commit, which is what serves.
+// The first build holds on while writing its sources until the four others have arrived,
+// each after the one before it (on a loaded machine, goroutines alone would not keep them
+// in order).
 func TestQuickCommitsBuildFirstAndNewest(t *testing.T) {
 	d := testenv.NewDocker(t)
 	reg := testenv.NewRegistry(t)
-	data := t.TempDir()
-	b := newBuilder(t, reg.Addr, data)
+	b := newBuilder(t, reg.Addr, "")
 	containers := countBuildContainers(t, d, "queue")
 	base := readSource(t, "procfile")
 	commit := func(i int) build.Request {
-		return base.with("public/index.html", "commit "+string(rune('0'+i))+"\n").request("queue", "commit"+string(rune('0'+i)))
+		return base.with("public/index.html", fmt.Sprintf("commit %d\n", i)).request("queue", fmt.Sprintf("commit%d", i))
 	}
 
 	type outcome struct {
 		res build.Result
 		err error
 	}
-	results := make([]outcome, 6)
-	var wg sync.WaitGroup
-	run := func(i int) {
-		wg.Add(1)
+	results := make([]chan outcome, 6)
+	submit := func(req build.Request) chan outcome {
+		out := make(chan outcome, 1)
 		go func() {
-			defer wg.Done()
-			res, err := b.Build(context.Background(), commit(i))
-			results[i] = outcome{res, err}
+			res, err := b.Build(context.Background(), req)
+			out <- outcome{res, err}
 		}()
+		return out
 	}
-	run(1)
-	testenv.Eventually(t, time.Minute, "the first build to start", func() bool {
-		logs, _ := build.Logs(data, formation, "queue")
-		return len(logs) == 1 && logs[0].Running
-	})
-	for i := 2; i <= 5; i++ {
-		run(i)
-		time.Sleep(20 * time.Millisecond) // in order, as commits arrive
+	first := commit(1)
+	writing, release := make(chan struct{}), make(chan struct{})
+	write := first.Source
+	first.Source = func(dir string) error {
+		close(writing)
+		<-release
+		return write(dir)
 	}
-	wg.Wait()
-
-	if results[1].err != nil || !results[1].res.Built {
-		t.Fatalf("commit 1: %+v", results[1])
-	}
-	for i := 2; i <= 4; i++ {
-		if !errors.Is(results[i].err, build.ErrSuperseded) {
-			t.Errorf("commit %d: %+v, want ErrSuperseded", i, results[i])
+	results[1] = submit(first)
+	<-writing
+	results[2] = submit(commit(2))
+	time.Sleep(300 * time.Millisecond) // commit 2 reaches the queue before commit 3
+	superseded := map[int]outcome{}
+	for i := 3; i <= 5; i++ {
+		results[i] = submit(commit(i))
+		select { // replaced by commit i: it is in the queue
+		case superseded[i-1] = <-results[i-1]:
+		case <-time.After(30 * time.Second):
+			close(release)
+			t.Fatalf("commit %d was not replaced by commit %d", i-1, i)
 		}
 	}
-	if results[5].err != nil || !results[5].res.Built || results[5].res.TreeHash != commit(5).TreeHash {
-		t.Fatalf("commit 5: %+v, want it built", results[5])
+	close(release)
+
+	for i := 2; i <= 4; i++ {
+		if !errors.Is(superseded[i].err, build.ErrSuperseded) {
+			t.Errorf("commit %d: %+v, want ErrSuperseded", i, superseded[i])
+		}
+	}
+	if r := <-results[1]; r.err != nil || !r.res.Built {
+		t.Fatalf("commit 1: %+v", r)
+	}
+	last := <-results[5]
+	if last.err != nil || !last.res.Built || last.res.TreeHash != commit(5).TreeHash {
+		t.Fatalf("commit 5: %+v, want it built", last)
 	}
 	if n := containers.count(); n != 2 {
 		t.Fatalf("%d builds ran, want 2", n)
 	}
-	answers(t, serve(t, d, results[5].res.Image), "commit 5")
+	answers(t, serve(t, d, last.res.Image), "commit 5")
 }
 
 // A Go syntax error fails the build: the error is a *FailedError (the commit is stalled,
