@@ -93,16 +93,26 @@ func TestGoServiceBuildsRunsAndIsNotBuiltTwice(t *testing.T) {
 	}
 }
 
-// A Procfile service (no Go) builds and runs its web process.
+// A Procfile service (no Go) builds and runs its web process. With the registry away, a
+// request fails with an error to retry, not a failed build.
 func TestProcfileServiceBuildsAndRuns(t *testing.T) {
 	d := testenv.NewDocker(t)
 	reg := testenv.NewRegistry(t)
 	b := newBuilder(t, reg.Addr, "")
-	res, err := b.Build(context.Background(), readSource(t, "procfile").request("procfile", "abc"))
+	src := readSource(t, "procfile")
+	res, err := b.Build(context.Background(), src.request("procfile", "abc"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	answers(t, serve(t, d, res.Image), "hello from procfile")
+
+	reg.Down()
+	_, err = b.Build(context.Background(), src.with("Procfile", "web: httpd -f -p $PORT\n").request("procfile", "def"))
+	var failed *build.FailedError
+	if err == nil || errors.As(err, &failed) {
+		t.Fatalf("registry away: %v, want an error to retry", err)
+	}
+	t.Logf("registry away: %v", err)
 }
 
 // An image service is resolved to the digest its tag points at when asked, so a release
@@ -171,6 +181,25 @@ func TestDockerfileServiceBuildsAndRuns(t *testing.T) {
 	}
 	if again.Built || again.Image != res.Image || writes != 1 {
 		t.Fatalf("unchanged Dockerfile service built again: %+v (sources written %d times)", again, writes)
+	}
+
+	// The code's faults are failed builds (stalled), not errors to retry.
+	for _, tc := range []struct{ dockerfile, reason string }{
+		{"", "no Dockerfile"},
+		{"FROM scratch\nCOPY missing /missing\n", "Dockerfile: COPY failed"},
+		{"FROM gilliam-test/not-in-the-engine:1\n", "Dockerfile: "},
+	} {
+		src := source{"app": "x"}
+		if tc.dockerfile != "" {
+			src["Dockerfile"] = tc.dockerfile
+		}
+		req := src.request("dockerfile", "bad")
+		req.Kind = build.KindDockerfile
+		_, err := b.Build(context.Background(), req)
+		var failed *build.FailedError
+		if !errors.As(err, &failed) || !strings.HasPrefix(failed.Reason, tc.reason) {
+			t.Errorf("%q: %v, want a failed build: %s...", tc.dockerfile, err, tc.reason)
+		}
 	}
 }
 

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/pkg/jsonmessage"
@@ -29,9 +31,12 @@ func LocalImage(formation, service string) string {
 }
 
 // buildDockerfile builds the Dockerfile at the root of src with the engine's classic builder
-// (nothing pulled: FROM scratch, or an image the engine holds), then pushes the image to
+// (a base image the engine holds is not pulled again), then pushes the image to
 // repo:tag and returns it pinned by digest. Env becomes the build args.
 func buildDockerfile(ctx context.Context, docker *client.Client, src, repo, tag string, req Request, out io.Writer) (string, error) {
+	if _, err := os.Stat(filepath.Join(src, "Dockerfile")); err != nil {
+		return "", &dockerfileError{msg: "no Dockerfile at the root of the service's path"}
+	}
 	local := LocalImage(req.Formation, req.Service)
 	_, err := dockerbuild.Build(ctx, docker, src, dockerbuild.Options{
 		Tags:      []string{local},

@@ -31,8 +31,9 @@ type Options struct {
 }
 
 // Build builds the Dockerfile at the root of dir with the Docker engine's classic
-// builder and returns the image ID. Nothing is pulled: the Dockerfile may only start FROM
-// scratch or from an image the engine already has. A step that fails (a RUN exiting
+// builder and returns the image ID. A base image the engine holds is used as it is (no
+// re-pull); one it lacks is pulled by the engine, which fails where no registry can be
+// reached (here: Dockerfiles start FROM scratch). A step that fails (a RUN exiting
 // non-zero, a COPY of a missing file, a FROM of an absent image) comes back as a
 // *jsonmessage.JSONError in the error chain; the engine's own failures do not.
 func Build(ctx context.Context, docker ImageBuilder, dir string, opts Options) (string, error) {
