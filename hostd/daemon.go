@@ -33,6 +33,7 @@ type Docker interface {
 	ImageInspect(ctx context.Context, imageID string, inspectOpts ...client.ImageInspectOption) (image.InspectResponse, error)
 	ImagePull(ctx context.Context, refStr string, options image.PullOptions) (io.ReadCloser, error)
 	Events(ctx context.Context, options events.ListOptions) (<-chan events.Message, <-chan error)
+	NegotiateAPIVersion(ctx context.Context)
 }
 
 var _ Docker = (*client.Client)(nil)
@@ -82,7 +83,7 @@ type Config struct {
 	// StatusRefresh the most (1m), so that an old status means a host that is gone.
 	StatusInterval time.Duration
 	StatusRefresh  time.Duration
-	// Parallel is how many containers are created, started or stopped at once (16).
+	// Parallel is how many containers are created, started or stopped at once (8).
 	Parallel int
 }
 
@@ -108,7 +109,7 @@ func (c *Config) setDefaults() {
 	def(&c.StatusInterval, time.Second)
 	def(&c.StatusRefresh, time.Minute)
 	if c.Parallel <= 0 {
-		c.Parallel = 16
+		c.Parallel = 8
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -189,6 +190,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	d.mu.Unlock()
 	d.log.Info("host daemon started", "advertise", d.cfg.Advertise, "persisted_instances", persisted)
+	// The client negotiates the engine's API version on its first call, unguarded against
+	// calls in parallel: have it done before any run.
+	d.docker.NegotiateAPIVersion(ctx)
 
 	var wg sync.WaitGroup
 	wg.Add(3)

@@ -1,6 +1,12 @@
 // Package hostd is the host daemon: it watches its own assignment in Consul, pulls images,
 // converges Docker containers to the assignment, registers every instance in Consul's
-// catalog with a health check, and keeps running what it has when Consul is away.
+// catalog with a health check, restarts what crashes, and keeps running what it has when
+// Consul, the registry or the daemon itself goes away. docs/hostd.md is the user's guide.
+//
+// Where to read: Daemon.Run starts the loops (daemon.go); watch.go follows the assignment
+// with blocking queries; a converge pass (reconcile.go) observes containers and the
+// agent, decides what to do with the pure function decide (plan.go), then applies it;
+// pull.go pulls each image once; register.go and status.go are what Consul is told.
 //
 // It may import the Docker client, the Consul API and state. It must not import sync, build
 // or gitwatch (make check enforces this): a host knows its assignment, not how it was made.

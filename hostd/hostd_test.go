@@ -77,6 +77,7 @@ func (l *logRecorder) count(msg string) int {
 func newEnv(t *testing.T, opts ...testenv.ConsulOption) *env {
 	t.Helper()
 	e := &env{consul: newConsul(t, opts...), docker: testenv.NewDocker(t), registry: testenv.NewRegistry(t)}
+	e.docker.Client.NegotiateAPIVersion(context.Background()) // before the test and a daemon share the client
 	e.image = testenv.PushImage(t, e.docker.TestImage(t), e.registry.Addr+"/test/app")
 	e.store = state.NewStore(e.consul.Client, "")
 	e.hostID = fmt.Sprintf("h%d", time.Now().UnixNano()%1e9)

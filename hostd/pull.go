@@ -57,18 +57,11 @@ func (p *puller) ensure(ctx context.Context, ref string, now time.Time) pullStat
 		st = &imageState{}
 		p.images[ref] = st
 	}
-	switch {
-	case st.present:
-		p.mu.Unlock()
-		return pullStatus{Ready: true}
-	case st.pulling:
-		p.mu.Unlock()
-		return pullStatus{Pulling: true, Err: st.err}
-	case now.Before(st.retryAt):
-		defer p.mu.Unlock()
-		return pullStatus{Err: st.err, RetryAt: st.retryAt}
-	}
+	s, decided := st.status(now)
 	p.mu.Unlock()
+	if decided {
+		return s
+	}
 
 	// The engine may have it already (pulled before, by us or anyone): inspecting is cheap.
 	if _, err := p.docker.ImageInspect(ctx, ref); err == nil {
@@ -81,13 +74,11 @@ func (p *puller) ensure(ctx context.Context, ref string, now time.Time) pullStat
 	}
 
 	p.mu.Lock()
-	if st.pulling || st.present { // another caller got here first
-		p.mu.Unlock()
-		return pullStatus{Pulling: !st.present, Ready: st.present}
+	defer p.mu.Unlock()
+	if s, decided := st.status(now); decided { // another caller got here first
+		return s
 	}
 	st.pulling = true
-	err := st.err
-	p.mu.Unlock()
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
@@ -115,7 +106,21 @@ func (p *puller) ensure(ctx context.Context, ref string, now time.Time) pullStat
 		p.mu.Unlock()
 		p.done()
 	}()
-	return pullStatus{Pulling: true, Err: err}
+	return pullStatus{Pulling: true, Err: st.err}
+}
+
+// status is where an image stands, when that decides what to do: in the engine, being
+// pulled, or waiting out the backoff of a failed pull.
+func (st *imageState) status(now time.Time) (pullStatus, bool) {
+	switch {
+	case st.present:
+		return pullStatus{Ready: true}, true
+	case st.pulling:
+		return pullStatus{Pulling: true, Err: st.err}, true
+	case now.Before(st.retryAt):
+		return pullStatus{Err: st.err, RetryAt: st.retryAt}, true
+	}
+	return pullStatus{}, false
 }
 
 // forget drops what is known of ref: the engine lost it (someone removed the image), and
@@ -125,6 +130,17 @@ func (p *puller) forget(ref string) {
 	defer p.mu.Unlock()
 	if st := p.images[ref]; st != nil && !st.pulling {
 		delete(p.images, ref)
+	}
+}
+
+// retain forgets the images not in keep, except those being pulled.
+func (p *puller) retain(keep map[string]bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for ref, st := range p.images {
+		if !keep[ref] && !st.pulling {
+			delete(p.images, ref)
+		}
 	}
 }
 

@@ -261,15 +261,15 @@ func (d *Daemon) recordExits(ctx context.Context, plan plan) {
 	}
 }
 
-// forget drops the known instances that are neither assigned nor have a container: their
-// removal is done.
+// forget drops what no assigned instance and no container needs any more: known
+// instances whose removal is done, releases and images no longer used.
 func (d *Daemon) forget(a *state.Assignment, containers []observed) {
-	keep := map[string]bool{}
+	instances, releases := map[string]bool{}, map[string]bool{}
 	for _, inst := range a.Instances {
-		keep[inst.ID] = true
+		instances[inst.ID], releases[inst.Release] = true, true
 	}
 	for _, c := range containers {
-		keep[c.Instance] = true
+		instances[c.Instance], releases[c.Release] = true, true
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -277,10 +277,19 @@ func (d *Daemon) forget(a *state.Assignment, containers []observed) {
 		return // a new one came meanwhile: the next pass forgets
 	}
 	for id := range d.known {
-		if !keep[id] {
+		if !instances[id] {
 			delete(d.known, id)
 		}
 	}
+	images := map[string]bool{}
+	for id, rel := range d.releases {
+		if releases[id] {
+			images[rel.Image] = true
+		} else {
+			delete(d.releases, id)
+		}
+	}
+	d.pulls.retain(images)
 }
 
 // readyToCreate returns the instances whose release and image are here, and notes why the
