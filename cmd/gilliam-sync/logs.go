@@ -10,9 +10,10 @@ import (
 	"github.com/gilliam-sync/gilliam-sync/build"
 )
 
-// defaultBuildData is the build data directory of the daemons run with their default
-// --data: build logs, pack's home, notes of recent builds.
-const defaultBuildData = ".gilliam/build"
+// defaultBuildData is the build data directory of a sync daemon (or gilliam-sync up) run
+// with its default --data: its build folder holds the build logs, pack's home and the
+// notes of recent builds.
+const defaultBuildData = ".gilliam/sync/build"
 
 var logsCmd = &command{
 	name:    "logs",
