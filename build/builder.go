@@ -224,6 +224,24 @@ func (b *Builder) Build(ctx context.Context, req Request) (Result, error) {
 	return res, err
 }
 
+// Lookup is Build without the build: the image req's service would run if it is in the
+// registry already (found), for dry runs such as gilliam-sync plan. An image service is
+// resolved; Source is never called.
+func (b *Builder) Lookup(ctx context.Context, req Request) (image string, found bool, err error) {
+	if err := req.check(); err != nil {
+		return "", false, err
+	}
+	if req.Kind == KindImage {
+		pinned, err := Resolve(ctx, req.Image)
+		return pinned, err == nil, err
+	}
+	tag, err := b.tag(ctx, req)
+	if err != nil {
+		return "", false, err
+	}
+	return Find(ctx, Repository(b.cfg.Registry, req.Formation, req.Service), tag)
+}
+
 // tag names the image of req's source in the registry: its tree hash, what builds it and
 // the build env. For buildpacks that is the builder's image ID, so a rebuilt builder builds
 // everything again; a Dockerfile names its own base images, which the tag cannot see.

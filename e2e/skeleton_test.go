@@ -64,7 +64,33 @@ func TestPushToServing(t *testing.T) {
 	if changed == string(main) {
 		t.Fatal("the example's response format moved; update this test")
 	}
-	commit2 := repo.Commit(map[string]string{"main.go": changed}, "v2")
+
+	// First a dry run of the change, pushed to a branch that does not deploy: plan says
+	// it would build and roll out, and changes nothing.
+	plan := func(ref string) string {
+		t.Helper()
+		out, err := exec.Command(bin, "plan", "--repo", repo.URL, "--ref", ref, "--registry", reg.Addr,
+			"--consul", consul.Addr, "--builder", testenv.Builder(t)).CombinedOutput()
+		if err != nil {
+			t.Fatalf("plan: %v\n%s", err, out)
+		}
+		return string(out)
+	}
+	if out := plan("main"); !strings.Contains(out, "web: unchanged") {
+		t.Fatalf("plan of the deployed commit:\n%s", out)
+	}
+	repo.CommitOn("next", map[string]string{"main.go": changed}, "v2 on a branch")
+	desiredBefore, _, _ := store.Desired(ctx, "hello")
+	out := plan("next")
+	for _, want := range []string{"web: build, then roll out a new release, replacing " + rel.ID[:12] + ", at scale 2", "start on " + hostID, "stop  on " + hostID} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("plan of the change does not say %q:\n%s", want, out)
+		}
+	}
+	if desiredAfter, _, _ := store.Desired(ctx, "hello"); fmt.Sprint(desiredAfter) != fmt.Sprint(desiredBefore) {
+		t.Fatal("plan changed the desired state")
+	}
+	commit2 := repo.CommitOn("main", map[string]string{"main.go": changed}, "v2")
 	second := waitServing(t, consul, up, "Hello, world (v2) from ")
 	for id := range first {
 		if _, ok := second[id]; ok {
@@ -99,12 +125,12 @@ func TestPushToServing(t *testing.T) {
 	if msg := fmt.Sprint(line.Attrs["err"]); !strings.Contains(msg, wantErr) {
 		t.Fatalf("log says %q, want it to contain %q", msg, wantErr)
 	}
-	out, err := exec.Command(bin, "status", "--consul", consul.Addr).CombinedOutput()
+	statusOut, err := exec.Command(bin, "status", "--consul", consul.Addr).CombinedOutput()
 	if err != nil {
-		t.Fatalf("status: %v\n%s", err, out)
+		t.Fatalf("status: %v\n%s", err, statusOut)
 	}
-	if !strings.Contains(string(out), wantErr) || !strings.Contains(string(out), "deployed "+commit2[:12]) {
-		t.Fatalf("status does not show the error and the deployed commit:\n%s", out)
+	if !strings.Contains(string(statusOut), wantErr) || !strings.Contains(string(statusOut), "deployed "+commit2[:12]) {
+		t.Fatalf("status does not show the error and the deployed commit:\n%s", statusOut)
 	}
 	time.Sleep(3 * time.Second) // a few more passes of the sync and host loops
 	after := running(t, docker, hostID)
@@ -192,7 +218,7 @@ func timings(up *testenv.Process, commit string, pushed, healthy time.Time) stri
 		{"build (buildpacks, publish)", at("built", false, c)},
 		{"release (Consul KV)", at("desired state written", false, c)},
 		{"place (assignments)", at("assignments written", false)},
-		{"start (pull, create, start)", at("container started", true)},
+		{"start (pull, create, start)", at("instance started", true)},
 		{"healthy (Consul check passing)", healthy},
 	}
 	var b strings.Builder

@@ -27,6 +27,7 @@ var commands = []*command{
 	syncCmd,
 	hostCmd,
 	statusCmd,
+	planCmd,
 	releasesCmd,
 	rollbackCmd,
 	unpinCmd,

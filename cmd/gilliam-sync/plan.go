@@ -1,0 +1,102 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/gilliam-sync/gilliam-sync/build"
+	"github.com/gilliam-sync/gilliam-sync/gitwatch"
+	"github.com/gilliam-sync/gilliam-sync/state"
+	"github.com/gilliam-sync/gilliam-sync/sync"
+)
+
+var planCmd = &command{
+	name:    "plan",
+	usage:   "--repo URL|PATH [--commit SHA | --ref main] [flags]",
+	summary: "dry run: what deploying a commit would build, release, start and stop; changes nothing",
+	run:     runPlan,
+}
+
+func runPlan(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr io.Writer) int {
+	repoURL := fs.String("repo", "", "the repository: a clone URL or a local path (required)")
+	commit := fs.String("commit", "", "the commit to plan (default: the head of --ref)")
+	ref := fs.String("ref", "main", "the branch whose head is planned when --commit is not given")
+	file := fs.String("file", "gilliam.yml", "path of the gilliam.yml in the repository")
+	registry := fs.String("registry", "127.0.0.1:5000", "registry the images are published to, where built images are looked for")
+	builder := fs.String("builder", build.DefaultBuilder, "buildpack builder image (its ID is part of an image's source tag)")
+	output := fs.String("output", "text", "output format: text or json")
+	return manageCommand("plan", fs, args, stderr, func(ctx context.Context, store *state.Store, positional []string) error {
+		if len(positional) > 0 || *repoURL == "" {
+			return usageError{"want --repo URL|PATH"}
+		}
+		if *output != "text" && *output != "json" {
+			return usageError{fmt.Sprintf("--output %q: want text or json", *output)}
+		}
+		tmp, err := os.MkdirTemp("", "gilliam-plan-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(tmp)
+		repo, err := gitwatch.Open(localPath(*repoURL), filepath.Join(tmp, "repo"), nil)
+		if err != nil {
+			return err
+		}
+		head := gitwatch.FullRef(*ref)
+		if err := repo.Fetch(ctx, head); err != nil {
+			return err
+		}
+		if *commit == "" {
+			if *commit, err = repo.Resolve(head); err != nil || *commit == "" {
+				return fmt.Errorf("%s has no %s: %v", gitwatch.Sanitize(*repoURL), head, err)
+			}
+		}
+		b, err := build.New(build.Config{Registry: *registry, Builder: *builder, DataDir: filepath.Join(tmp, "build")})
+		if err != nil {
+			return err
+		}
+		defer b.Close()
+		plan, err := sync.Plan(ctx, store, b, repo, *file, *commit, time.Now())
+		if err != nil {
+			return err
+		}
+		if *output == "json" {
+			return json.NewEncoder(stdout).Encode(plan)
+		}
+		printPlan(stdout, plan)
+		return nil
+	})(ctx)
+}
+
+func printPlan(w io.Writer, p *sync.PlanResult) {
+	fmt.Fprintf(w, "plan for formation %s at %s (nothing was changed):\n", p.Formation, short(p.Commit))
+	for _, s := range p.Services {
+		fmt.Fprintf(w, "  %s: %s\n", s.Name, s.Action)
+		if s.Release != "" && s.Release != s.Running {
+			fmt.Fprintf(w, "      release %s, image %s\n", short(s.Release), shortImage(s.Image))
+		}
+	}
+	moves := func(verb string, as []state.Assignment) {
+		for _, a := range as {
+			var ids []string
+			for _, i := range a.Instances {
+				ids = append(ids, i.ID)
+			}
+			fmt.Fprintf(w, "  %s on %s: %s\n", verb, a.Host, strings.Join(ids, ", "))
+		}
+	}
+	if len(p.Start)+len(p.Stop)+len(p.Unplaced) > 0 {
+		fmt.Fprintln(w, "placement once settled (new instances start before old ones stop):")
+	}
+	moves("start", p.Start)
+	moves("stop ", p.Stop)
+	for _, u := range p.Unplaced {
+		fmt.Fprintf(w, "  cannot place %s: %s\n", u.Instance, u.Reason)
+	}
+}
