@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	stdsync "sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -72,6 +73,7 @@ type Syncer struct {
 	kick    chan struct{} // a ref moved or a deploy finished: reconcile now
 
 	deploys stdsync.WaitGroup // deploys in flight
+	leading atomic.Bool
 
 	mu       stdsync.Mutex
 	inflight map[string]string         // target key -> commit being deployed
@@ -212,9 +214,14 @@ func (s *Syncer) poke() {
 	}
 }
 
+// Leading reports whether this daemon leads now.
+func (s *Syncer) Leading() bool { return s.leading.Load() }
+
 func (s *Syncer) lead(ctx context.Context, lost <-chan struct{}) {
 	ctx, cancel := context.WithCancel(ctx)
+	s.leading.Store(true)
 	defer func() {
+		s.leading.Store(false)
 		cancel()
 		s.deploys.Wait()
 	}()

@@ -36,6 +36,10 @@ type daemonConfig struct {
 	Builds struct {
 		Concurrency int           `yaml:"concurrency"`
 		Timeout     time.Duration `yaml:"timeout"`
+		// GCInterval is how often the leader collects what builds left that no kept
+		// release uses (see gilliam-sync gc); GCGrace spares what was built this recently.
+		GCInterval time.Duration `yaml:"gc_interval"`
+		GCGrace    time.Duration `yaml:"gc_grace"`
 	} `yaml:"builds"`
 	Releases struct {
 		Keep int `yaml:"keep"`
@@ -67,6 +71,12 @@ func (c *daemonConfig) defaults() {
 	}
 	if c.Leader.LockDelay == 0 {
 		c.Leader.LockDelay = 5 * time.Second
+	}
+	if c.Builds.GCInterval == 0 {
+		c.Builds.GCInterval = time.Hour
+	}
+	if c.Builds.GCGrace == 0 {
+		c.Builds.GCGrace = time.Hour
 	}
 	if c.Placement.DeadAfter == 0 {
 		c.Placement.DeadAfter = 10 * time.Second

@@ -133,7 +133,39 @@ func runSyncDaemon(ctx context.Context, cfg *daemonConfig, store *state.Store, l
 		}()
 		log.Info("webhook receiver listening", "address", l.Addr().String())
 	}
+	go collectBuilds(ctx, cfg, syncer, builder, store, log.With("component", "gc"))
 	return syncer.Run(ctx)
+}
+
+// collectBuilds runs the build garbage collection every Builds.GCInterval while this
+// daemon leads: cache volumes of services gone, dangling build images, registry images no
+// kept release uses. A failure to read Consul skips the round: GC never runs on a partial
+// picture of what is in use.
+func collectBuilds(ctx context.Context, cfg *daemonConfig, syncer *sync.Syncer, builder *build.Builder, store *state.Store, log *slog.Logger) {
+	tick := time.NewTicker(cfg.Builds.GCInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if !syncer.Leading() {
+			continue
+		}
+		live, err := liveBuilds(ctx, store)
+		if err != nil || len(live.Services) == 0 {
+			log.Warn("build garbage collection skipped: what is in use could not be read", "err", err)
+			continue
+		}
+		g, err := builder.GC(ctx, live, build.GCOptions{Grace: cfg.Builds.GCGrace})
+		if err != nil {
+			log.Warn("build garbage collection failed", "err", err)
+			continue
+		}
+		log.Info("build garbage collected", "volumes", len(g.Volumes), "images", len(g.Images),
+			"registry_images", len(g.Manifests), "logs", len(g.Logs), "blobs", g.Blobs)
+	}
 }
 
 // localPath makes a repository given as a local folder absolute; URLs pass unchanged.
