@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/pkg/stdcopy"
@@ -106,11 +107,14 @@ const (
 	logLineMax = 200
 )
 
-// lastLogs returns the last lines a container wrote, stdout and stderr together.
-func lastLogs(ctx context.Context, docker Docker, id string) ([]string, error) {
-	rc, err := docker.ContainerLogs(ctx, id, container.LogsOptions{
-		ShowStdout: true, ShowStderr: true, Tail: strconv.Itoa(logLines),
-	})
+// lastLogs returns the last lines a container wrote since its last start, stdout and
+// stderr together (its log keeps the lines of every run).
+func lastLogs(ctx context.Context, docker Docker, id string, since time.Time) ([]string, error) {
+	opts := container.LogsOptions{ShowStdout: true, ShowStderr: true, Tail: strconv.Itoa(logLines)}
+	if !since.IsZero() {
+		opts.Since = since.Format(time.RFC3339Nano)
+	}
+	rc, err := docker.ContainerLogs(ctx, id, opts)
 	if err != nil {
 		return nil, fmt.Errorf("logs of %s: %w", shortID(id), err)
 	}

@@ -154,7 +154,7 @@ func (e *env) config(t *testing.T) hostd.Config {
 		Logger:   slog.New(e.logs),
 		HostTTL:  3 * time.Second, DeregisterAfter: time.Minute, StopTimeout: 2 * time.Second,
 		Resync: time.Second, OrphanGrace: 3 * time.Second, StableAfter: 10 * time.Second,
-		PullBackoff:    hostd.Backoff{Min: 200 * time.Millisecond, Max: 2 * time.Second},
+		PullBackoff:    hostd.Backoff{Min: 300 * time.Millisecond, Max: 3 * time.Second},
 		ConsulBackoff:  hostd.Backoff{Min: 100 * time.Millisecond, Max: time.Second},
 		ConsulTimeout:  2 * time.Second,
 		StatusInterval: 200 * time.Millisecond,

@@ -230,7 +230,7 @@ func (d *Daemon) release(ctx context.Context, formation, id string) (*state.Rele
 func (d *Daemon) recordExits(ctx context.Context, plan plan) {
 	logs := map[string][]string{}
 	for _, c := range plan.Exited {
-		lines, err := lastLogs(ctx, d.docker, c.ID)
+		lines, err := lastLogs(ctx, d.docker, c.ID, c.StartedAt)
 		if err != nil {
 			lines = []string{"(" + err.Error() + ")"}
 		}
@@ -330,12 +330,12 @@ func (d *Daemon) create(ctx context.Context, p *pass, inst state.Instance) {
 		if errdefs.IsNotFound(err) {
 			d.pulls.forget(rel.Image) // the image went away since it was seen
 		}
-		d.failedStart(p, inst, fmt.Errorf("create container: %w", err))
+		d.startFailed(p, inst, fmt.Errorf("create container: %w", err))
 		return
 	}
 	c, err := d.startContainer(ctx, inst, created.ID)
 	if err != nil {
-		d.failedStart(p, inst, err)
+		d.startFailed(p, inst, err)
 		return
 	}
 	d.log.Info("instance started", "instance", inst.ID, "release", inst.Release, "container", shortID(c.ID), "image", rel.Image)
@@ -347,7 +347,7 @@ func (d *Daemon) create(ctx context.Context, p *pass, inst state.Instance) {
 func (d *Daemon) start(ctx context.Context, p *pass, inst state.Instance, c observed) {
 	running, err := d.startContainer(ctx, inst, c.ID)
 	if err != nil {
-		d.failedStart(p, inst, err)
+		d.startFailed(p, inst, err)
 		return
 	}
 	restart := c.State == "exited"
@@ -423,9 +423,9 @@ func (d *Daemon) register(ctx context.Context, reg *api.AgentServiceRegistration
 	return nil
 }
 
-// failedStart records a create or start that failed: it is retried with the release's
+// startFailed records a create or start that failed: it is retried with the release's
 // restart backoff, and status shows why.
-func (d *Daemon) failedStart(p *pass, inst state.Instance, err error) {
+func (d *Daemon) startFailed(p *pass, inst state.Instance, err error) {
 	var pol state.Restart
 	if rel := p.releases[inst.Release]; rel != nil {
 		pol = rel.Restart
