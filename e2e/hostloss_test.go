@@ -1,0 +1,116 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gilliam-sync/gilliam-sync/hostd"
+	"github.com/gilliam-sync/gilliam-sync/internal/testenv"
+)
+
+// Three host daemons (separate processes, each labelling its containers with its own id)
+// run a service at scale 3, one instance each. One host dies: its daemon is killed with -9
+// and its containers removed. With default settings, its instance runs and passes its
+// check on another host within 30 seconds, and the dead host's registrations leave Consul
+// within the configured deregistration time.
+func TestHostLossReplacesItsInstances(t *testing.T) {
+	c := newCluster(t)
+	image := c.testImage()
+	suffix := fmt.Sprintf("%d", time.Now().UnixNano()%1e6)
+	hosts := map[string]*testenv.Process{}
+	for _, name := range []string{"h1", "h2", "h3"} {
+		id := name + "-" + suffix
+		hosts[id] = testenv.Start(t, c.consul.Env(), c.bin, "host", "--id", id, "--advertise", "127.0.0.1",
+			"--data", t.TempDir(), "--log-format", "json")
+		t.Cleanup(func() { c.docker.RemoveContainers(t, hostd.LabelHost, id) })
+	}
+	file := strings.Replace(imageFormation("spread", image, "MESSAGE: up"), "    check: {http: /healthz, interval: 1s, timeout: 1s}\n",
+		"    check: {http: /healthz, interval: 2s}\n", 1)
+	c.repo.Commit(map[string]string{"gilliam.yml": file}, "spread")
+	// Default settings: the sync daemon's reconcile interval and dead-after, the host
+	// daemons' liveness TTL and deregistration time.
+	testenv.Start(t, c.consul.Env(), c.bin, "sync", "--repo", c.repo.URL, "--registry", c.reg.Addr,
+		"--data", t.TempDir(), "--poll", "1s", "--log-format", "json")
+
+	onHosts := func() map[string]string { // passing instance -> host
+		out := map[string]string{}
+		entries, _, err := c.consul.Client.Health().Service("spread-web", "", true, nil)
+		if err != nil {
+			return out
+		}
+		for _, e := range entries {
+			if testenv.HTTPGet(fmt.Sprintf("http://%s:%d/", e.Service.Address, e.Service.Port)) == "up" {
+				out[e.Service.ID] = e.Service.Meta["host"]
+			}
+		}
+		return out
+	}
+	testenv.Eventually(t, 2*time.Minute, "3 passing instances, one per host", func() bool {
+		seen := map[string]bool{}
+		for _, h := range onHosts() {
+			seen[h] = true
+		}
+		return len(seen) == 3
+	})
+
+	dead := "h2-" + suffix
+	killed := time.Now()
+	hosts[dead].Kill()
+	c.docker.RemoveContainers(t, hostd.LabelHost, dead)
+
+	var replaced time.Duration
+	testenv.Eventually(t, 90*time.Second, "3 passing instances on the two live hosts", func() bool {
+		now := onHosts()
+		n := 0
+		for _, h := range now {
+			if h == dead {
+				return false
+			}
+			n++
+		}
+		if n == 3 {
+			replaced = time.Since(killed)
+			return true
+		}
+		return false
+	})
+	within := replaced <= 30*time.Second
+
+	// The dead host's registrations (its liveness service and its instance) leave the
+	// catalog once critical for the deregistration time (1m by default; Consul reaps every
+	// 30s).
+	testenv.Eventually(t, 3*time.Minute, "the dead host's registrations gone", func() bool {
+		svcs, err := c.consul.Client.Agent().Services()
+		if err != nil {
+			return false
+		}
+		for _, s := range svcs {
+			if s.Meta["host"] == dead {
+				return false
+			}
+		}
+		return true
+	})
+	deregistered := time.Since(killed)
+	hostsLeft, _ := c.store.Hosts(context.Background())
+	for _, h := range hostsLeft {
+		if h.ID == dead {
+			t.Errorf("the dead host is still in the catalog: %+v", h)
+		}
+	}
+	a, _, _ := c.store.Assignment(context.Background(), dead)
+	if len(a.Instances) != 0 {
+		t.Errorf("the dead host is still assigned %d instances", len(a.Instances))
+	}
+	testenv.Report(t, "e2e-host-loss", strings.Join([]string{
+		"host loss, scale 3 on 3 host daemons, default settings (host TTL 10s, dead after 10s, reconcile every 2s; check every 2s):",
+		fmt.Sprintf("  instance serving again on a live host after   %s", replaced.Round(time.Millisecond)),
+		fmt.Sprintf("  dead host's registrations gone from Consul after %s (deregister after 1m, reaped every 30s)", deregistered.Round(time.Second)),
+	}, "\n"))
+	if !within {
+		t.Errorf("the instance took %s to serve again on a live host, over the 30s target", replaced.Round(time.Millisecond))
+	}
+}
