@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -70,11 +71,38 @@ func NewConsul(t testing.TB, opts ...ConsulOption) *Consul {
 	dir := t.TempDir()
 	c := &Consul{
 		t:       t,
-		Addr:    freeAddr(t),
 		Token:   cfg.token,
 		dataDir: filepath.Join(dir, "data"),
 		logPath: filepath.Join(dir, "consul.log"),
 	}
+	conf := api.DefaultConfig()
+	conf.Token = c.Token
+	// Another process may take a port between FreePort and the agent binding it: then the
+	// agent starts again on other ports.
+	for attempt := 1; ; attempt++ {
+		c.setArgs(bin, cfg)
+		conf.Address = c.Addr
+		client, err := api.NewClient(conf)
+		if err != nil {
+			t.Fatalf("testenv: consul client: %v", err)
+		}
+		c.Client = client
+		err = c.start()
+		if err == nil {
+			break
+		}
+		if attempt == 3 || !strings.Contains(c.LogTail(), "address already in use") {
+			t.Fatalf("testenv: consul did not become ready: %v\n%s", err, c.LogTail())
+		}
+		os.RemoveAll(c.dataDir)
+	}
+	t.Cleanup(c.Stop)
+	return c
+}
+
+func (c *Consul) setArgs(bin string, cfg consulConfig) {
+	t := c.t
+	c.Addr = freeAddr(t)
 	_, httpPort, _ := net.SplitHostPort(c.Addr)
 	node := "test-" + strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
 	c.args = []string{bin, "agent",
@@ -96,38 +124,31 @@ func NewConsul(t testing.TB, opts ...ConsulOption) *Consul {
 	for _, h := range cfg.hcl {
 		c.args = append(c.args, "-hcl", h)
 	}
-
-	conf := api.DefaultConfig()
-	conf.Address = c.Addr
-	conf.Token = c.Token
-	client, err := api.NewClient(conf)
-	if err != nil {
-		t.Fatalf("testenv: consul client: %v", err)
-	}
-	c.Client = client
-
-	c.Start()
-	t.Cleanup(c.Stop)
-	return c
 }
 
-// Start starts the agent (again, after Stop or Kill) on the same ports and waits until it
+// Start starts the agent again, after Stop or Kill, on the same ports and waits until it
 // serves.
 func (c *Consul) Start() {
 	c.t.Helper()
+	if err := c.start(); err != nil {
+		c.t.Fatalf("testenv: consul did not become ready: %v\n%s", err, c.LogTail())
+	}
+}
+
+func (c *Consul) start() error {
 	if c.cmd != nil {
-		c.t.Fatal("testenv: consul already running")
+		return fmt.Errorf("already running")
 	}
 	logf, err := os.OpenFile(c.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
-		c.t.Fatal(err)
+		return err
 	}
 	cmd := exec.Command(c.args[0], c.args[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
-		c.t.Fatalf("testenv: start consul: %v", err)
+		return fmt.Errorf("start consul: %w", err)
 	}
 	c.cmd = cmd
 	c.exited = make(chan struct{})
@@ -138,8 +159,9 @@ func (c *Consul) Start() {
 	}()
 	if err := c.waitReady(30 * time.Second); err != nil {
 		c.Stop()
-		c.t.Fatalf("testenv: consul did not become ready: %v\n%s", err, c.LogTail())
+		return err
 	}
+	return nil
 }
 
 func (c *Consul) waitReady(limit time.Duration) error {

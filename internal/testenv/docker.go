@@ -50,6 +50,9 @@ func NewDocker(t testing.TB) *Docker {
 	if _, err := cli.Ping(ctx); err != nil {
 		t.Fatalf("testenv: the Docker engine does not answer: %v", err)
 	}
+	// Negotiated now, once: the client would otherwise do it on its first call, unlocked,
+	// and tests call it from several goroutines.
+	cli.NegotiateAPIVersion(ctx)
 	d := &Docker{
 		Client: cli,
 		Label:  map[string]string{TestLabel: fmt.Sprintf("%s-%d", sanitize(t.Name()), time.Now().UnixNano())},
