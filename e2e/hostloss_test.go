@@ -106,7 +106,7 @@ func TestHostLossReplacesItsInstances(t *testing.T) {
 		t.Errorf("the dead host is still assigned %d instances", len(a.Instances))
 	}
 	testenv.Report(t, "e2e-host-loss", strings.Join([]string{
-		"host loss, scale 3 on 3 host daemons, default settings (host TTL 10s, dead after 10s, reconcile every 2s; check every 2s):",
+		"host loss, scale 3 on 3 host daemons, default settings (host TTL 5s, dead after 10s, reconcile every 2s; check every 2s):",
 		fmt.Sprintf("  instance serving again on a live host after   %s", replaced.Round(time.Millisecond)),
 		fmt.Sprintf("  dead host's registrations gone from Consul after %s (deregister after 1m, reaped every 30s)", deregistered.Round(time.Second)),
 	}, "\n"))

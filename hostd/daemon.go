@@ -54,7 +54,7 @@ type Config struct {
 
 	// HostTTL is the TTL of the host's liveness check (renewed every third of it);
 	// DeregisterAfter removes a host's registrations, and its instances', once critical for
-	// that long (10s, 1m).
+	// that long (5s, 1m).
 	HostTTL         time.Duration
 	DeregisterAfter time.Duration
 	// StopTimeout is how long an instance has between SIGTERM and SIGKILL (10s).
@@ -93,7 +93,7 @@ func (c *Config) setDefaults() {
 			*d = v
 		}
 	}
-	def(&c.HostTTL, 10*time.Second)
+	def(&c.HostTTL, 5*time.Second)
 	def(&c.DeregisterAfter, time.Minute)
 	def(&c.StopTimeout, 10*time.Second)
 	def(&c.Resync, 5*time.Second)

@@ -45,7 +45,7 @@ func defineHostFlags(fs *flag.FlagSet, stderr io.Writer) *hostFlags {
 	fs.StringVar(&f.cpu, "cpu", "", "CPU this host offers to instances: cores (4, 1.5) or millicores (1500m) (default: every core)")
 	fs.StringVar(&f.memory, "memory", "", "memory this host offers to instances: 8Gi, 512Mi, 2G or bytes (default: all of it)")
 	fs.StringVar(&f.data, "data", defaultHostData(), "data directory: the last assignment and its releases, for a restart without Consul")
-	fs.DurationVar(&f.ttl, "ttl", 10*time.Second, "TTL of the host's liveness check in Consul")
+	fs.DurationVar(&f.ttl, "ttl", 5*time.Second, "TTL of the host's liveness check in Consul: a host silent this long is failing, and dead (its instances move) after the sync daemon's dead-after")
 	fs.DurationVar(&f.deregisterAfter, "deregister-after", time.Minute, "a host or instance critical for this long leaves Consul's catalog")
 	fs.DurationVar(&f.stopTimeout, "stop-timeout", 10*time.Second, "time an instance has between SIGTERM and SIGKILL")
 	fs.DurationVar(&f.grace, "orphan-grace", time.Minute, "how long a labelled container no assignment names is left before it is removed")
