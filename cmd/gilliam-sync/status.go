@@ -26,13 +26,16 @@ var statusCmd = &command{
 
 // formationView is what status shows of one formation (and prints as JSON).
 type formationView struct {
-	Name     string        `json:"name"`
-	Repo     string        `json:"repo,omitempty"`
-	Ref      string        `json:"ref,omitempty"`
-	Commit   string        `json:"commit,omitempty"`
-	Deployed string        `json:"deployed,omitempty"`
-	Error    string        `json:"error,omitempty"`
-	Services []serviceView `json:"services"`
+	Name string `json:"name"`
+	// Preview says what a preview formation previews; TearingDown why it is going.
+	Preview     *state.Preview `json:"preview,omitempty"`
+	TearingDown string         `json:"tearing_down,omitempty"`
+	Repo        string         `json:"repo,omitempty"`
+	Ref         string         `json:"ref,omitempty"`
+	Commit      string         `json:"commit,omitempty"`
+	Deployed    string         `json:"deployed,omitempty"`
+	Error       string         `json:"error,omitempty"`
+	Services    []serviceView  `json:"services"`
 }
 
 type serviceView struct {
@@ -52,13 +55,19 @@ type serviceView struct {
 }
 
 type instanceView struct {
-	ID      string `json:"id"`
-	Release string `json:"release"`
-	Host    string `json:"host,omitempty"`
-	State   string `json:"state"`
-	Health  string `json:"health"`
-	Address string `json:"address,omitempty"`
-	Error   string `json:"error,omitempty"`
+	ID       string `json:"id"`
+	Release  string `json:"release"`
+	Host     string `json:"host,omitempty"`
+	State    string `json:"state"`
+	Health   string `json:"health"`
+	Address  string `json:"address,omitempty"`
+	Restarts int    `json:"restarts,omitempty"`
+	// CrashLoop, ExitCode and Logs tell an instance that keeps exiting: its last code and
+	// the last lines it wrote.
+	CrashLoop bool     `json:"crash_loop,omitempty"`
+	ExitCode  int      `json:"exit_code,omitempty"`
+	Logs      []string `json:"logs,omitempty"`
+	Error     string   `json:"error,omitempty"`
 }
 
 func runStatus(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr io.Writer) int {
@@ -138,6 +147,7 @@ func collectStatus(ctx context.Context, store *state.Store, only string) ([]form
 			return nil, err
 		} else if st != nil {
 			v.Repo, v.Ref, v.Commit, v.Deployed, v.Error = st.Repo, st.Ref, st.Commit, st.Deployed, st.Error
+			v.Preview, v.TearingDown = st.Preview, st.TearingDown
 		}
 		d, _, err := store.Desired(ctx, name)
 		if err != nil {
@@ -183,6 +193,7 @@ func collectStatus(ctx context.Context, store *state.Store, only string) ([]form
 					for _, is := range hs.Instances {
 						if is.ID == inst.ID {
 							iv.State, iv.Address, iv.Error = is.State, is.Address, is.Error
+							iv.Restarts, iv.CrashLoop, iv.ExitCode, iv.Logs = is.Restarts, is.CrashLoop, is.ExitCode, is.Logs
 						}
 					}
 				}
@@ -225,6 +236,17 @@ func printStatus(w io.Writer, views []formationView) {
 			fmt.Fprintf(w, "  (%s, %s)", v.Repo, v.Ref)
 		}
 		fmt.Fprintln(w)
+		if p := v.Preview; p != nil {
+			of := fmt.Sprintf("pull request %d", p.PR)
+			if p.Branch != "" {
+				of = "branch " + p.Branch
+			}
+			fmt.Fprintf(w, "  preview of %s for %s; goes after %s without a new commit (last %s ago)\n",
+				p.Of, of, p.TTL, time.Since(p.Updated).Round(time.Second))
+		}
+		if v.TearingDown != "" {
+			fmt.Fprintf(w, "  tearing down: %s\n", v.TearingDown)
+		}
 		fmt.Fprintf(w, "  commit %s, deployed %s\n", orDash(short(v.Commit)), orDash(short(v.Deployed)))
 		if v.Error != "" {
 			fmt.Fprintf(w, "  error: commit %s was not deployed; the deployed one keeps running:\n", short(v.Commit))
@@ -259,14 +281,26 @@ func printStatus(w io.Writer, views []formationView) {
 				continue
 			}
 			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "    INSTANCE\tHOST\tSTATE\tHEALTH\tADDRESS")
+			fmt.Fprintln(tw, "    INSTANCE\tHOST\tSTATE\tHEALTH\tRESTARTS\tADDRESS")
 			for _, in := range s.Instances {
-				fmt.Fprintf(tw, "    %s\t%s\t%s\t%s\t%s\n", in.ID, orDash(in.Host), in.State, in.Health, orDash(in.Address))
-				if in.Error != "" {
-					fmt.Fprintf(tw, "      error: %s\t\t\t\t\n", in.Error)
+				state := in.State
+				if in.CrashLoop {
+					state = fmt.Sprintf("crash-loop (exit %d)", in.ExitCode)
 				}
+				fmt.Fprintf(tw, "    %s\t%s\t%s\t%s\t%d\t%s\n", in.ID, orDash(in.Host), state, in.Health, in.Restarts, orDash(in.Address))
 			}
 			tw.Flush()
+			for _, in := range s.Instances {
+				if in.Error != "" {
+					fmt.Fprintf(w, "    %s: %s\n", in.ID, in.Error)
+				}
+				if in.CrashLoop && len(in.Logs) > 0 {
+					fmt.Fprintf(w, "    %s, its last lines:\n", in.ID)
+					for _, l := range in.Logs {
+						fmt.Fprintf(w, "      %s\n", l)
+					}
+				}
+			}
 		}
 	}
 }
