@@ -33,27 +33,9 @@ TEST_TIMEOUT ?= 25m
 
 ##@ Use
 
-.PHONY: help
-help: ## Show this help
-	@awk 'BEGIN {FS = ":.*##"} /^##@/ {printf "\n%s\n", substr($$0, 5)} /^[a-zA-Z_-]+:.*##/ {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-
-.PHONY: build
-build: ## Build bin/gilliam-sync
-	$(GO) build -o bin/gilliam-sync ./cmd/gilliam-sync
-
 .PHONY: demo
 demo: tools build ## Start everything on this machine (Consul, sync, host daemon) with the hello formation; Ctrl-C stops it
 	@scripts/demo.sh
-
-##@ Develop
-
-.PHONY: tools
-tools: $(TOOLS_BIN)/consul $(LIFECYCLE_TGZ) $(BUSYBOX) $(CACHE)/openssh/root/usr/sbin/sshd ## Build what tests and the demo need into .cache/ and Docker: Consul, lifecycle, stack and builder images
-	@$(GO) build -o $(TOOLS_BIN)/mkbuilder ./internal/tools/mkbuilder
-	@$(TOOLS_BIN)/mkbuilder -src build/builder -cache $(CACHE)/builder \
-		-lifecycle $(LIFECYCLE_TGZ) -busybox $(BUSYBOX) \
-		-name $(BUILDER) -build-image $(BUILD_IMAGE) -run-image $(RUN_IMAGE)
-	@echo "tools: consul $(CONSUL_VERSION) ($(TOOLS_BIN)/consul), lifecycle $(LIFECYCLE_VERSION), busybox, builder $(BUILDER): all present"
 
 .PHONY: test
 test: tools ## Run every test, integration tests included (real Consul, Docker, registry, git)
@@ -61,6 +43,24 @@ test: tools ## Run every test, integration tests included (real Consul, Docker, 
 	$(GO) test -race -timeout $(TEST_TIMEOUT) $(RACE_PKGS)
 	$(GO) test -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v -E '/(schema|placement|state)($$|/)')
 	@if [ -d $(GILLIAM_REPORTS) ]; then echo; echo "Measured by the tests:"; cat $(GILLIAM_REPORTS)/*.txt; fi
+
+.PHONY: build
+build: ## Build bin/gilliam-sync
+	$(GO) build -o bin/gilliam-sync ./cmd/gilliam-sync
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*##"} /^##@/ {printf "\n%s\n", substr($$0, 5)} /^[a-zA-Z_-]+:.*##/ {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+##@ Develop
+
+.PHONY: tools
+tools: $(TOOLS_BIN)/consul $(LIFECYCLE_TGZ) $(BUSYBOX) $(CACHE)/openssh/root/usr/sbin/sshd ## Build what tests and the demo need into .cache/ and Docker: Consul, lifecycle, sshd, stack and builder images
+	@$(GO) build -o $(TOOLS_BIN)/mkbuilder ./internal/tools/mkbuilder
+	@$(TOOLS_BIN)/mkbuilder -src build/builder -cache $(CACHE)/builder \
+		-lifecycle $(LIFECYCLE_TGZ) -busybox $(BUSYBOX) \
+		-name $(BUILDER) -build-image $(BUILD_IMAGE) -run-image $(RUN_IMAGE)
+	@echo "tools: consul $(CONSUL_VERSION) ($(TOOLS_BIN)/consul), lifecycle $(LIFECYCLE_VERSION), busybox, sshd, builder $(BUILDER): all present"
 
 .PHONY: check
 check: ## gofmt, go vet, import rules (DESIGN.md) and a go mod tidy diff
@@ -75,6 +75,17 @@ check: ## gofmt, go vet, import rules (DESIGN.md) and a go mod tidy diff
 		cp $(CACHE)/go.mod.check go.mod; cp $(CACHE)/go.sum.check go.sum; \
 		echo "go mod tidy changes go.mod or go.sum: run it and commit the result"; exit 1; fi
 	@echo "check: ok"
+
+.PHONY: bench
+bench: tools ## Run the benchmarks behind the issues' performance targets and print their figures
+	$(GO) test -run '^$$' -bench . -benchmem ./placement/
+	$(GO) test -run '^$$' -bench . -benchmem ./gitwatch/
+	$(GO) test -run '^$$' -bench Converge50 -benchtime 3x ./hostd/
+	$(GO) test -run '^$$' -bench Build -benchtime 1x -v ./build/ | grep -v '^\s*{'
+
+.PHONY: fuzz
+fuzz: ## Fuzz the gilliam.yml parser for 5 minutes (FUZZTIME=10m for longer)
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-5m} ./schema/
 
 .PHONY: clean
 clean: ## Remove bin/ (tool builds in .cache/ and images stay; rm -rf .cache to rebuild them)
