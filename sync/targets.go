@@ -23,8 +23,10 @@ type target struct {
 	pr     int // the pull request, for RefPullRequest
 }
 
-func (t target) key() string     { return t.ref + " " + t.file }
-func (t target) preview() bool   { return t.kind == gitwatch.RefPullRequest || t.kind == gitwatch.RefBranchPreview }
+func (t target) key() string { return t.ref + " " + t.file }
+func (t target) preview() bool {
+	return t.kind == gitwatch.RefPullRequest || t.kind == gitwatch.RefBranchPreview
+}
 func (t target) inflight() string { return t.repo.key + " " + t.key() }
 
 // reconcileRepo starts releasing what moved in one repository: its deployed ref, and its
