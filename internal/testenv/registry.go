@@ -1,14 +1,18 @@
 package testenv
 
 import (
+	"context"
 	"errors"
 	"io"
 	"log"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/client"
 	"github.com/google/go-containerregistry/pkg/registry"
 )
 
@@ -37,7 +41,33 @@ func NewRegistry(t testing.TB) *Registry {
 	r.Addr = l.Addr().String()
 	r.serve(l)
 	t.Cleanup(r.Down)
+	t.Cleanup(r.removePulled)
 	return r
+}
+
+// removePulled removes from the Docker engine the images pulled from this registry: the
+// registry's address is unique to the test, so they are the test's own.
+func (r *Registry) removePulled() {
+	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		return
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	images, err := cli.ImageList(ctx, image.ListOptions{All: true})
+	if err != nil {
+		return
+	}
+	prefix := r.Addr + "/"
+	for _, img := range images {
+		for _, ref := range append(img.RepoTags, img.RepoDigests...) {
+			if strings.HasPrefix(ref, prefix) {
+				// By reference: an image also tagged elsewhere only loses this name.
+				cli.ImageRemove(ctx, ref, image.RemoveOptions{})
+			}
+		}
+	}
 }
 
 func (r *Registry) serve(l net.Listener) {
