@@ -9,9 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/random"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/hashicorp/consul/api"
 
 	"github.com/gilliam-sync/gilliam-sync/gitwatch"
@@ -53,11 +50,7 @@ func TestSyncWithLeastPrivilegeToken(t *testing.T) {
 	if err := consul.Client.Agent().PassTTL(state.HostCheckID("h1"), ""); err != nil {
 		t.Fatal(err)
 	}
-	img, _ := random.Image(64, 1)
-	ref, _ := name.NewTag(reg.Addr+"/test/random:latest", name.Insecure)
-	if err := remote.Write(ref, img); err != nil {
-		t.Fatal(err)
-	}
+	ref := randomImage(t, reg)
 	repo.Commit(map[string]string{"gilliam.yml": fmt.Sprintf("formation: acl\nservices:\n  web:\n    image: %s\n    scale: 2\n", ref)}, "init")
 
 	store := state.NewStore(limited, "")

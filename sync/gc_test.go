@@ -6,10 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/random"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
-
 	"github.com/gilliam-sync/gilliam-sync/gitwatch"
 	"github.com/gilliam-sync/gilliam-sync/internal/testenv"
 	"github.com/gilliam-sync/gilliam-sync/state"
@@ -24,11 +20,7 @@ func TestReleaseGarbageCollection(t *testing.T) {
 	repo := testenv.NewGitServer(t).NewRepo(t, "gc")
 	store := state.NewStore(consul.Client, "")
 	ctx := context.Background()
-	img, _ := random.Image(64, 1)
-	ref, _ := name.NewTag(reg.Addr+"/test/random:latest", name.Insecure)
-	if err := remote.Write(ref, img); err != nil {
-		t.Fatal(err)
-	}
+	ref := randomImage(t, reg)
 	commit := func(v int) {
 		repo.Commit(map[string]string{"gilliam.yml": fmt.Sprintf(
 			"formation: gc\nservices:\n  web:\n    image: %s\n    scale: 0\n    env: {V: \"%d\"}\n", ref, v)}, fmt.Sprint(v))

@@ -7,10 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/random"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
-
 	"github.com/gilliam-sync/gilliam-sync/gitwatch"
 	"github.com/gilliam-sync/gilliam-sync/internal/testenv"
 	"github.com/gilliam-sync/gilliam-sync/state"
@@ -27,14 +23,7 @@ func TestWritesProportionalToHostsTouched(t *testing.T) {
 	store := state.NewStore(consul.Client, "")
 	ctx := context.Background()
 
-	img, err := random.Image(256, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref, _ := name.NewTag(reg.Addr+"/test/random:latest", name.Insecure)
-	if err := remote.Write(ref, img); err != nil {
-		t.Fatal(err)
-	}
+	ref := randomImage(t, reg)
 	const hosts = 20
 	for i := 0; i < hosts; i++ {
 		id := fmt.Sprintf("host%02d", i)
@@ -53,7 +42,7 @@ func TestWritesProportionalToHostsTouched(t *testing.T) {
 		repo := git.NewRepo(t, formation)
 		repo.Commit(map[string]string{"gilliam.yml": fmt.Sprintf(
 			"formation: %s\nservices:\n  web:\n    image: %s\n    scale: %d\n    resources: {cpu: 10m, memory: 8Mi}\n",
-			formation, ref.String(), scale)}, "init")
+			formation, ref, scale)}, "init")
 		s, err := sync.New(sync.Config{Repos: []gitwatch.RepoConfig{{URL: repo.URL}}, DataDir: t.TempDir()}, store, nil)
 		if err != nil {
 			t.Fatal(err)

@@ -5,10 +5,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/gilliam-sync/gilliam-sync/gitwatch"
 	"github.com/gilliam-sync/gilliam-sync/state"
 )
 
@@ -28,6 +32,45 @@ func consulFlags(fs *flag.FlagSet) func() (*state.Store, error) {
 		}
 		return state.NewStore(client, *prefix), nil
 	}
+}
+
+// repoFlags name one repository, its branch and its gilliam.yml: up, sync and plan take
+// them (sync also takes a whole watch list from its configuration file).
+type repoFlags struct {
+	url, ref, file *string
+	poll           *time.Duration // nil where there is no polling (plan)
+}
+
+// addRepoFlags adds --repo, --ref, --file and, with a non-zero default, --poll.
+func addRepoFlags(fs *flag.FlagSet, poll time.Duration) repoFlags {
+	r := repoFlags{
+		url:  fs.String("repo", "", "the repository: a clone URL or a local path"),
+		ref:  fs.String("ref", "main", "the branch deployed"),
+		file: fs.String("file", "gilliam.yml", "path of the gilliam.yml in the repository"),
+	}
+	if poll > 0 {
+		r.poll = fs.Duration("poll", poll, "how often the repository is polled")
+	}
+	return r
+}
+
+// config is the watch-list entry the flags describe.
+func (r repoFlags) config() gitwatch.RepoConfig {
+	c := gitwatch.RepoConfig{URL: localPath(*r.url), Branches: []string{*r.ref}, Files: []string{*r.file}}
+	if r.poll != nil {
+		c.PollInterval = *r.poll
+	}
+	return c
+}
+
+// localPath makes a repository given as a local folder absolute; URLs pass unchanged.
+func localPath(repo string) string {
+	if fi, err := os.Stat(repo); err == nil && fi.IsDir() {
+		if abs, err := filepath.Abs(repo); err == nil {
+			return abs
+		}
+	}
+	return repo
 }
 
 // logFlags adds --log-format and --log-level; the logger writes to w.

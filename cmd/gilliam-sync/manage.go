@@ -110,24 +110,32 @@ func existing(ctx context.Context, st *state.Store, formation string) (*state.De
 	return d, nil
 }
 
+// formationArgs reads FORMATION [SERVICE] and returns the formation's desired state and the
+// services the command applies to: the one named, or all.
+func formationArgs(ctx context.Context, st *state.Store, args []string) (*state.Desired, []string, error) {
+	if len(args) < 1 || len(args) > 2 {
+		return nil, nil, usageError{"want FORMATION [SERVICE]"}
+	}
+	d, err := existing(ctx, st, args[0])
+	if err != nil {
+		return nil, nil, err
+	}
+	only := ""
+	if len(args) == 2 {
+		only = args[1]
+	}
+	names, err := services(d, only)
+	return d, names, err
+}
+
 func runRollback(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr io.Writer) int {
 	to := fs.String("to", "", "release to go back to (an id or a prefix of one; default: the one before what runs)")
 	return manageCommand("rollback", fs, args, stderr, func(ctx context.Context, st *state.Store, args []string) error {
-		if len(args) < 1 || len(args) > 2 {
-			return usageError{"want FORMATION [SERVICE]"}
-		}
-		formation, only := args[0], ""
-		if len(args) == 2 {
-			only = args[1]
-		}
-		d, err := existing(ctx, st, formation)
+		d, names, err := formationArgs(ctx, st, args)
 		if err != nil {
 			return err
 		}
-		names, err := services(d, only)
-		if err != nil {
-			return err
-		}
+		formation := d.Formation
 		if *to != "" && len(names) != 1 {
 			return usageError{"--to names one release: name the SERVICE too"}
 		}
@@ -199,21 +207,11 @@ func rollbackTarget(releases []*state.Release, service string, ds state.DesiredS
 
 func runUnpin(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr io.Writer) int {
 	return manageCommand("unpin", fs, args, stderr, func(ctx context.Context, st *state.Store, args []string) error {
-		if len(args) < 1 || len(args) > 2 {
-			return usageError{"want FORMATION [SERVICE]"}
-		}
-		formation, only := args[0], ""
-		if len(args) == 2 {
-			only = args[1]
-		}
-		d, err := existing(ctx, st, formation)
+		d, names, err := formationArgs(ctx, st, args)
 		if err != nil {
 			return err
 		}
-		names, err := services(d, only)
-		if err != nil {
-			return err
-		}
+		formation := d.Formation
 		var unpinned []string
 		_, err = st.UpdateDesired(ctx, formation, func(d *state.Desired) error {
 			unpinned = unpinned[:0]

@@ -25,15 +25,13 @@ var planCmd = &command{
 }
 
 func runPlan(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr io.Writer) int {
-	repoURL := fs.String("repo", "", "the repository: a clone URL or a local path (required)")
+	repo := addRepoFlags(fs, 0)
 	commit := fs.String("commit", "", "the commit to plan (default: the head of --ref)")
-	ref := fs.String("ref", "main", "the branch whose head is planned when --commit is not given")
-	file := fs.String("file", "gilliam.yml", "path of the gilliam.yml in the repository")
 	registry := fs.String("registry", "127.0.0.1:5000", "registry the images are published to, where built images are looked for")
 	builder := fs.String("builder", build.DefaultBuilder, "buildpack builder image (its ID is part of an image's source tag)")
 	output := fs.String("output", "text", "output format: text or json")
 	return manageCommand("plan", fs, args, stderr, func(ctx context.Context, store *state.Store, positional []string) error {
-		if len(positional) > 0 || *repoURL == "" {
+		if len(positional) > 0 || *repo.url == "" {
 			return usageError{"want --repo URL|PATH"}
 		}
 		if *output != "text" && *output != "json" {
@@ -44,17 +42,18 @@ func runPlan(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stder
 			return err
 		}
 		defer os.RemoveAll(tmp)
-		repo, err := gitwatch.Open(localPath(*repoURL), filepath.Join(tmp, "repo"), nil)
+		cfg := repo.config()
+		cache, err := gitwatch.Open(cfg.URL, filepath.Join(tmp, "repo"), nil)
 		if err != nil {
 			return err
 		}
-		head := gitwatch.FullRef(*ref)
-		if err := repo.Fetch(ctx, head); err != nil {
+		head := gitwatch.FullRef(*repo.ref)
+		if err := cache.Fetch(ctx, head); err != nil {
 			return err
 		}
 		if *commit == "" {
-			if *commit, err = repo.Resolve(head); err != nil || *commit == "" {
-				return fmt.Errorf("%s has no %s: %v", gitwatch.Sanitize(*repoURL), head, err)
+			if *commit, err = cache.Resolve(head); err != nil || *commit == "" {
+				return fmt.Errorf("%s has no %s: %v", gitwatch.Sanitize(cfg.URL), head, err)
 			}
 		}
 		b, err := build.New(build.Config{Registry: *registry, Builder: *builder, DataDir: filepath.Join(tmp, "build")})
@@ -62,7 +61,7 @@ func runPlan(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stder
 			return err
 		}
 		defer b.Close()
-		plan, err := sync.Plan(ctx, store, b, repo, *file, *commit, time.Now())
+		plan, err := sync.Plan(ctx, store, b, cache, *repo.file, *commit, time.Now())
 		if err != nil {
 			return err
 		}

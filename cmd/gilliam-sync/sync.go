@@ -30,10 +30,7 @@ var syncCmd = &command{
 
 func runSync(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr io.Writer) int {
 	config := fs.String("config", "", "configuration file (gilliam-sync.yml, see docs/sync.md); or the flags below for one repository")
-	repo := fs.String("repo", "", "repository to deploy: a clone URL or a local path")
-	ref := fs.String("ref", "main", "branch to deploy")
-	file := fs.String("file", "gilliam.yml", "path of the gilliam.yml in the repository")
-	poll := fs.Duration("poll", time.Minute, "how often the repository is polled")
+	repo := addRepoFlags(fs, time.Minute)
 	registry := fs.String("registry", "", "registry images are published to, host:port")
 	builder := fs.String("builder", build.DefaultBuilder, "buildpack builder image")
 	data := fs.String("data", ".gilliam/sync", "data directory: repository caches, pack's home, build logs")
@@ -59,7 +56,7 @@ func runSync(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stder
 
 	var cfg *daemonConfig
 	if *config != "" {
-		if *repo != "" {
+		if *repo.url != "" {
 			fmt.Fprintln(stderr, "gilliam-sync sync: --config and --repo do not mix: list repositories in the file")
 			return 2
 		}
@@ -68,13 +65,13 @@ func runSync(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stder
 			return 2
 		}
 	} else {
-		if *repo == "" || *registry == "" {
+		if *repo.url == "" || *registry == "" {
 			fmt.Fprintln(stderr, "gilliam-sync sync: --config, or --repo and --registry, are required")
 			fs.Usage()
 			return 2
 		}
 		cfg = &daemonConfig{Registry: *registry, Builder: *builder, Data: *data, Interval: *interval,
-			Repos: []gitwatch.RepoConfig{{URL: localPath(*repo), Branches: []string{*ref}, Files: []string{*file}, PollInterval: *poll}}}
+			Repos: []gitwatch.RepoConfig{repo.config()}}
 		cfg.Leader.ID, cfg.Leader.LockTTL, cfg.Leader.LockDelay = *id, *lockTTL, *lockDelay
 		cfg.Placement.DeadAfter = *deadAfter
 		cfg.Webhooks.Listen = *hooks
@@ -166,16 +163,6 @@ func collectBuilds(ctx context.Context, cfg *daemonConfig, syncer *sync.Syncer, 
 		log.Info("build garbage collected", "volumes", len(g.Volumes), "images", len(g.Images),
 			"registry_images", len(g.Manifests), "logs", len(g.Logs), "blobs", g.Blobs)
 	}
-}
-
-// localPath makes a repository given as a local folder absolute; URLs pass unchanged.
-func localPath(repo string) string {
-	if fi, err := os.Stat(repo); err == nil && fi.IsDir() {
-		if abs, err := filepath.Abs(repo); err == nil {
-			return abs
-		}
-	}
-	return repo
 }
 
 // failpoint reads GILLIAM_FAILPOINT=pause:STAGE: the daemon stops at that stage ("after-

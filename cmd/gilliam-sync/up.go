@@ -31,14 +31,11 @@ var upCmd = &command{
 }
 
 func runUp(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr io.Writer) int {
-	repo := fs.String("repo", "", "repository to deploy: a clone URL or a local path (required)")
-	ref := fs.String("ref", "main", "branch to deploy")
-	file := fs.String("file", "gilliam.yml", "path of the gilliam.yml in the repository")
+	repo := addRepoFlags(fs, 5*time.Second)
 	data := fs.String("data", ".gilliam", "data directory: repository caches, registry, host state")
 	builder := fs.String("builder", build.DefaultBuilder, "buildpack builder image")
 	reg := fs.String("registry", "", "publish to this registry (host:port) instead of the embedded one")
 	regListen := fs.String("registry-listen", "127.0.0.1:5000", "address of the embedded registry")
-	poll := fs.Duration("poll", 5*time.Second, "how often the repository is polled")
 	hostname, _ := os.Hostname()
 	hostID := fs.String("host-id", hostname, "this host's id")
 	advertise := fs.String("advertise", "127.0.0.1", "IP address instances are published and registered on")
@@ -52,7 +49,7 @@ func runUp(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr 
 		fmt.Fprintf(stderr, "gilliam-sync up: unexpected arguments %q\n", positional)
 		return 2
 	}
-	if *repo == "" {
+	if *repo.url == "" {
 		fmt.Fprintln(stderr, "gilliam-sync up: --repo is required")
 		fs.Usage()
 		return 2
@@ -63,8 +60,8 @@ func runUp(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr 
 		return 2
 	}
 	if err := up(ctx, upConfig{
-		repo: *repo, ref: *ref, file: *file, data: *data, builder: *builder, registry: *reg,
-		registryListen: *regListen, poll: *poll, hostID: *hostID, advertise: *advertise, labels: labels,
+		repo: repo.config(), data: *data, builder: *builder, registry: *reg,
+		registryListen: *regListen, hostID: *hostID, advertise: *advertise, labels: labels,
 	}, store, log); err != nil {
 		log.Error("gilliam-sync up stopped", "err", err)
 		return 1
@@ -73,10 +70,10 @@ func runUp(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr 
 }
 
 type upConfig struct {
-	repo, ref, file, data, builder, registry, registryListen string
-	poll                                                     time.Duration
-	hostID, advertise                                        string
-	labels                                                   map[string]string
+	repo                                    gitwatch.RepoConfig
+	data, builder, registry, registryListen string
+	hostID, advertise                       string
+	labels                                  map[string]string
 }
 
 func up(ctx context.Context, c upConfig, newStore func() (*state.Store, error), log *slog.Logger) error {
@@ -84,7 +81,6 @@ func up(ctx context.Context, c upConfig, newStore func() (*state.Store, error), 
 	if err != nil {
 		return err
 	}
-	c.repo = localPath(c.repo)
 	store, err := newStore()
 	if err != nil {
 		return err
@@ -138,14 +134,14 @@ func up(ctx context.Context, c upConfig, newStore func() (*state.Store, error), 
 		return err
 	}
 	cfg := &daemonConfig{Registry: c.registry, Builder: c.builder, Data: filepath.Join(data, "sync"),
-		Repos: []gitwatch.RepoConfig{{URL: c.repo, Branches: []string{c.ref}, Files: []string{c.file}, PollInterval: c.poll}}}
+		Repos: []gitwatch.RepoConfig{c.repo}}
 	cfg.defaults()
 	if err := cfg.validate(); err != nil {
 		return err
 	}
 	run("hostd", host.Run)
 	run("sync", func(ctx context.Context) error { return runSyncDaemon(ctx, cfg, store, log) })
-	log.Info("gilliam-sync up", "repo", c.repo, "ref", c.ref, "host", c.hostID, "registry", c.registry, "data", data)
+	log.Info("gilliam-sync up", "repo", gitwatch.Sanitize(c.repo.URL), "ref", c.repo.Branches[0], "host", c.hostID, "registry", c.registry, "data", data)
 	<-ctx.Done()
 	wg.Wait()
 	close(errc)
