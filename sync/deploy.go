@@ -110,6 +110,14 @@ func (s *Syncer) deploy(ctx context.Context, t target, cause string) error {
 			status.Preview.Branch = strings.TrimPrefix(t.ref, "refs/heads/")
 		}
 	}
+	for _, name := range f.ServiceNames() {
+		// Instances register in Consul as <formation>-<service>, which DNS lookups of
+		// <name>.service.consul need to be one label.
+		if n := len(status.Formation) + 1 + len(name); n > 63 {
+			return fail(&stalled{fmt.Errorf("commit %s: service %s of formation %s: the Consul service name %s-%s is %d characters, over DNS's 63: shorten the formation or service name",
+				short(t.commit), name, status.Formation, status.Formation, name, n)})
+		}
+	}
 	config, configIndex, err := s.store.Config(ctx, status.Formation)
 	if err != nil {
 		return err
