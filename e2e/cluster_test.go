@@ -68,7 +68,7 @@ func (c *cluster) sync(id string, env []string, extra ...string) *testenv.Proces
 	return testenv.Start(c.t, append(c.consul.Env(), env...), c.bin, args...)
 }
 
-// passing returns the IDs of a Consul service's passing instances.
+// passing returns the addresses of a Consul service's passing instances, by instance ID.
 func (c *cluster) passing(service string) map[string]string {
 	entries, _, err := c.consul.Client.Health().Service(service, "", true, nil)
 	out := map[string]string{}
@@ -76,7 +76,7 @@ func (c *cluster) passing(service string) map[string]string {
 		return out
 	}
 	for _, e := range entries {
-		out[e.Service.ID] = fmt.Sprintf("%s:%d", e.Service.Address, e.Service.Port)
+		out[e.Service.Meta["instance"]] = fmt.Sprintf("%s:%d", e.Service.Address, e.Service.Port)
 	}
 	return out
 }

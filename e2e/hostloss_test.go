@@ -21,10 +21,15 @@ func TestHostLossReplacesItsInstances(t *testing.T) {
 	image := c.testImage()
 	suffix := fmt.Sprintf("%d", time.Now().UnixNano()%1e6)
 	hosts := map[string]*testenv.Process{}
+	dataDirs := map[string]string{}
+	startHost := func(id string) {
+		hosts[id] = testenv.Start(t, c.consul.Env(), c.bin, "host", "--id", id, "--advertise", "127.0.0.1",
+			"--data", dataDirs[id], "--log-format", "json")
+	}
 	for _, name := range []string{"h1", "h2", "h3"} {
 		id := name + "-" + suffix
-		hosts[id] = testenv.Start(t, c.consul.Env(), c.bin, "host", "--id", id, "--advertise", "127.0.0.1",
-			"--data", t.TempDir(), "--log-format", "json")
+		dataDirs[id] = t.TempDir()
+		startHost(id)
 		t.Cleanup(func() { c.docker.RemoveContainers(t, hostd.LabelHost, id) })
 	}
 	file := strings.Replace(imageFormation("spread", image, "MESSAGE: up"), "    check: {http: /healthz, interval: 1s, timeout: 1s}\n",
@@ -105,6 +110,44 @@ func TestHostLossReplacesItsInstances(t *testing.T) {
 	if len(a.Instances) != 0 {
 		t.Errorf("the dead host is still assigned %d instances", len(a.Instances))
 	}
+	// A host that comes back gets only what is assigned to it: h3's daemon dies but its
+	// container keeps running (a partition); its instance moves; when the daemon returns it
+	// stops the container whose instance moved.
+	back := "h3-" + suffix
+	onBack := len(running(t, c.docker, back))
+	if onBack == 0 {
+		t.Fatalf("h3 runs no container before its daemon dies")
+	}
+	hosts[back].Kill()
+	testenv.Eventually(t, 90*time.Second, "h3's instance moved: 3 passing on the other hosts, none assigned to h3", func() bool {
+		a, _, err := c.store.Assignment(context.Background(), back)
+		if err != nil || len(a.Instances) != 0 {
+			return false
+		}
+		n := 0
+		for _, h := range onHosts() {
+			if h != back {
+				n++
+			}
+		}
+		return n == 3
+	})
+	if n := len(running(t, c.docker, back)); n != onBack {
+		t.Fatalf("h3 runs %d containers while its daemon is away, want the %d it ran", n, onBack)
+	}
+	startHost(back)
+	testenv.Eventually(t, 60*time.Second, "the returning host's moved instance stopped and deregistered", func() bool {
+		if len(running(t, c.docker, back)) != 0 {
+			return false
+		}
+		for _, h := range onHosts() {
+			if h == back {
+				return false
+			}
+		}
+		return true
+	})
+
 	testenv.Report(t, "e2e-host-loss", strings.Join([]string{
 		"host loss, scale 3 on 3 host daemons, default settings (host TTL 5s, dead after 10s, reconcile every 2s; check every 2s):",
 		fmt.Sprintf("  instance serving again on a live host after   %s", replaced.Round(time.Millisecond)),

@@ -157,10 +157,11 @@ func waitServing(t *testing.T, consul *testenv.Consul, up *testenv.Process, pref
 		addrs = map[string]string{}
 		for _, e := range entries {
 			addr := fmt.Sprintf("%s:%d", e.Service.Address, e.Service.Port)
-			if got := testenv.HTTPGet("http://" + addr + "/"); got != prefix+e.Service.ID {
+			instance := e.Service.Meta["instance"]
+			if got := testenv.HTTPGet("http://" + addr + "/"); got != prefix+instance {
 				return false
 			}
-			addrs[e.Service.ID] = addr
+			addrs[instance] = addr
 		}
 		return true
 	})

@@ -29,7 +29,7 @@ const (
 )
 
 // ContainerName is the Docker name of an instance's container on a host.
-func ContainerName(instanceID string) string { return "gilliam-" + instanceID }
+func ContainerName(host, instanceID string) string { return "gilliam-" + host + "-" + instanceID }
 
 // containerSpec is what an instance's container is created from: pure, so the same
 // instance and release always give the same container.

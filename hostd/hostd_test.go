@@ -258,7 +258,7 @@ func (e *env) passing(service string) map[string]string {
 	}
 	out := map[string]string{}
 	for _, en := range entries {
-		out[en.Service.ID] = fmt.Sprintf("%s:%d", en.Service.Address, en.Service.Port)
+		out[en.Service.Meta["instance"]] = fmt.Sprintf("%s:%d", en.Service.Address, en.Service.Port)
 	}
 	return out
 }
@@ -355,7 +355,7 @@ func TestConvergeStartsRegistersAndReplaces(t *testing.T) {
 		checks[c.CheckID] = c
 	}
 	for _, inst := range one {
-		s := svcs[inst.ID]
+		s := svcs[hostd.RegistrationID(e.hostID, inst.ID)]
 		if s == nil {
 			t.Fatalf("%s not registered", inst.ID)
 		}
@@ -365,7 +365,7 @@ func TestConvergeStartsRegistersAndReplaces(t *testing.T) {
 			s.Meta["host"] != e.hostID || s.Meta["instance"] != inst.ID {
 			t.Errorf("registration %+v", s)
 		}
-		ch := checks[hostd.CheckID(inst.ID)]
+		ch := checks[hostd.CheckID(e.hostID, inst.ID)]
 		if ch == nil || ch.Type != "http" || !strings.Contains(ch.Output, fmt.Sprintf("GET http://127.0.0.1:%d/healthz", s.Port)) {
 			t.Errorf("check %+v", ch)
 		}

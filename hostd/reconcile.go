@@ -49,7 +49,8 @@ func (p *pass) fail(err error) {
 
 // agentView is what the local Consul agent has of this host's instances.
 type agentView struct {
-	services map[string]*api.AgentService // by instance ID
+	host     string
+	services map[string]*api.AgentService // by instance ID (their meta's), ours only
 	checks   map[string]*api.AgentCheck   // by check ID
 }
 
@@ -174,7 +175,15 @@ func (d *Daemon) readAgent(ctx context.Context) (*agentView, error) {
 	if err != nil {
 		return nil, fmt.Errorf("consul agent: %w", err)
 	}
-	return &agentView{services: services, checks: checks}, nil
+	byInstance := make(map[string]*api.AgentService, len(services))
+	for _, s := range services {
+		key := s.Meta["instance"]
+		if key == "" {
+			key = s.ID // ours by its tag and host, but not as we make them: stale
+		}
+		byInstance[key] = s
+	}
+	return &agentView{host: d.cfg.ID, services: byInstance, checks: checks}, nil
 }
 
 // releasesOf returns the releases of instances, from memory, the data dir or Consul.
@@ -325,7 +334,7 @@ func (d *Daemon) readyToCreate(ctx context.Context, p *pass, create []state.Inst
 func (d *Daemon) create(ctx context.Context, p *pass, inst state.Instance) {
 	rel := p.releases[inst.Release]
 	cfg, hc := containerSpec(d.cfg.ID, d.cfg.Advertise, inst, rel)
-	created, err := d.docker.ContainerCreate(ctx, cfg, hc, nil, nil, ContainerName(inst.ID))
+	created, err := d.docker.ContainerCreate(ctx, cfg, hc, nil, nil, ContainerName(d.cfg.ID, inst.ID))
 	if err != nil {
 		if errdefs.IsNotFound(err) {
 			d.pulls.forget(rel.Image) // the image went away since it was seen
@@ -445,10 +454,10 @@ func (d *Daemon) startFailed(p *pass, inst state.Instance, err error) {
 // answer, the instance keeps running until it does.
 func (d *Daemon) drain(ctx context.Context, p *pass, c observed, assigned bool) {
 	p.mu.Lock()
-	_, registered := p.agent.services[c.Instance]
+	reg, registered := p.agent.services[c.Instance]
 	p.mu.Unlock()
 	if registered {
-		if err := d.deregister(ctx, c.Instance); err != nil {
+		if err := d.deregister(ctx, reg.ID); err != nil {
 			p.fail(err)
 			return
 		}
@@ -502,7 +511,7 @@ func (d *Daemon) syncRegistrations(ctx context.Context, p *pass, byID map[string
 		}
 	}
 	for _, reg := range register {
-		registered[reg.ID] = false
+		registered[reg.Meta["instance"]] = false
 	}
 
 	var tasks []func()
@@ -513,13 +522,14 @@ func (d *Daemon) syncRegistrations(ctx context.Context, p *pass, byID map[string
 				return
 			}
 			p.mu.Lock()
-			registered[reg.ID] = true
+			registered[reg.Meta["instance"]] = true
 			p.mu.Unlock()
 		})
 	}
 	for _, id := range deregister {
+		regID := p.agent.services[id].ID
 		tasks = append(tasks, func() {
-			if err := d.deregister(ctx, id); err != nil {
+			if err := d.deregister(ctx, regID); err != nil {
 				p.fail(err)
 				return
 			}
@@ -533,12 +543,12 @@ func (d *Daemon) syncRegistrations(ctx context.Context, p *pass, byID map[string
 	return registered
 }
 
-func (d *Daemon) deregister(ctx context.Context, instance string) error {
+func (d *Daemon) deregister(ctx context.Context, registration string) error {
 	ctx, cancel := context.WithTimeout(ctx, d.cfg.ConsulTimeout)
 	defer cancel()
-	err := d.store.Client().Agent().ServiceDeregisterOpts(instance, (&api.QueryOptions{}).WithContext(ctx))
+	err := d.store.Client().Agent().ServiceDeregisterOpts(registration, (&api.QueryOptions{}).WithContext(ctx))
 	if err != nil && !isNotFound(err) {
-		return fmt.Errorf("deregister %s from Consul: %w", instance, err)
+		return fmt.Errorf("deregister %s from Consul: %w", registration, err)
 	}
 	return nil
 }

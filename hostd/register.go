@@ -35,7 +35,7 @@ const (
 func registration(host, advertise string, inst state.Instance, rel *state.Release, hostPort int, deregisterAfter time.Duration) *api.AgentServiceRegistration {
 	addr := net.JoinHostPort(advertise, strconv.Itoa(hostPort))
 	reg := &api.AgentServiceRegistration{
-		ID:      inst.ID,
+		ID:      RegistrationID(host, inst.ID),
 		Name:    ServiceName(inst.Formation, inst.Service),
 		Address: advertise,
 		Port:    hostPort,
@@ -61,7 +61,7 @@ func registration(host, advertise string, inst state.Instance, rel *state.Releas
 		timeout = 2 * time.Second
 	}
 	check := &api.AgentServiceCheck{
-		CheckID:                        CheckID(inst.ID),
+		CheckID:                        CheckID(host, inst.ID),
 		Interval:                       interval.String(),
 		Timeout:                        timeout.String(),
 		DeregisterCriticalServiceAfter: deregisterAfter.String(),
@@ -85,8 +85,14 @@ func registration(host, advertise string, inst state.Instance, rel *state.Releas
 // without a port to check.
 func checked(rel *state.Release) bool { return rel.Check.Type != "none" && len(rel.Ports) > 0 }
 
-// CheckID is the ID of an instance's check on its agent.
-func CheckID(instance string) string { return "instance-" + instance }
+// RegistrationID is the ID of an instance's registration on its host's agent: the
+// instance and the host, so that two hosts sharing an agent (several host daemons on one
+// machine, or a host that comes back while its moved instance runs elsewhere) never take
+// each other's registrations. The instance ID alone is in the registration's meta.
+func RegistrationID(host, instance string) string { return instance + "@" + host }
+
+// CheckID is the ID of an instance's check on its host's agent.
+func CheckID(host, instance string) string { return "instance-" + RegistrationID(host, instance) }
 
 // sealed sets MetaRegistration to the hash of everything else in reg.
 func sealed(reg *api.AgentServiceRegistration) *api.AgentServiceRegistration {

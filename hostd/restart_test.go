@@ -40,7 +40,7 @@ func (e *env) snapshot(t *testing.T) map[string]snapshot {
 			t.Fatal(err)
 		}
 		s := snapshot{container: c.ID, started: info.State.StartedAt, restarts: info.RestartCount}
-		if reg := svcs[id]; reg != nil {
+		if reg := svcs[hostd.RegistrationID(e.hostID, id)]; reg != nil {
 			s.port, s.registration = reg.Port, reg.Meta[hostd.MetaRegistration]
 		}
 		out[id] = s

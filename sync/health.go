@@ -119,11 +119,12 @@ func (s *Syncer) health(ctx context.Context, formation, service string) (Passing
 		if e.Checks.AggregatedStatus() != api.HealthPassing {
 			continue
 		}
-		since, ok := before[e.Service.ID]
+		id := e.Service.Meta["instance"] // the registration's ID also names its host
+		since, ok := before[id]
 		if !ok {
 			since = now
 		}
-		out[e.Service.ID] = since
+		out[id] = since
 	}
 	s.passing[name] = out // instances gone or failing are forgotten
 	return out, nil

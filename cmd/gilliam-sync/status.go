@@ -209,7 +209,8 @@ func collectStatus(ctx context.Context, store *state.Store, only string) ([]form
 	return views, nil
 }
 
-// serviceHealth maps instance ID to the aggregated status of its Consul checks.
+// serviceHealth maps instance ID (from the registrations' meta: a registration's ID also
+// names its host) to the aggregated status of its Consul checks.
 func serviceHealth(c *api.Client, service string) map[string]string {
 	out := map[string]string{}
 	entries, _, err := c.Health().Service(service, "", false, nil)
@@ -217,7 +218,7 @@ func serviceHealth(c *api.Client, service string) map[string]string {
 		return out
 	}
 	for _, e := range entries {
-		out[e.Service.ID] = e.Checks.AggregatedStatus()
+		out[e.Service.Meta["instance"]] = e.Checks.AggregatedStatus()
 	}
 	return out
 }
