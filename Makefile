@@ -22,7 +22,9 @@ BUILDER_REGISTRY ?= 127.0.0.1:5000
 BUILD_IMAGE ?= gilliam/stack-build:busybox
 RUN_IMAGE ?= $(BUILDER_REGISTRY)/gilliam/stack-run:busybox
 
-# Tests find the tools here; the Docker-free pure packages also run with -race.
+# Tests find the tools here; the pure packages (and state, against Consul) also run with
+# -race. -count=1: an integration test's result depends on more than its inputs, so it is
+# never taken from Go's test cache.
 export GILLIAM_TOOLS := $(CACHE)
 export GILLIAM_BUILDER := $(BUILDER)
 export GILLIAM_RUN_IMAGE := $(RUN_IMAGE)
@@ -40,8 +42,8 @@ demo: tools build ## Start everything on this machine (Consul, sync, host daemon
 .PHONY: test
 test: tools ## Run every test, integration tests included (real Consul, Docker, registry, git)
 	@rm -rf $(GILLIAM_REPORTS)
-	$(GO) test -race -timeout $(TEST_TIMEOUT) $(RACE_PKGS)
-	$(GO) test -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v -E '/(schema|placement|state)($$|/)')
+	$(GO) test -count=1 -race -timeout $(TEST_TIMEOUT) $(RACE_PKGS)
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v -E '/(schema|placement|state)($$|/)')
 	@if [ -d $(GILLIAM_REPORTS) ]; then echo; echo "Measured by the tests:"; cat $(GILLIAM_REPORTS)/*.txt; fi
 
 .PHONY: build
