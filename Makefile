@@ -114,7 +114,10 @@ $(LIFECYCLE_TGZ): tools/lifecycle/go.mod tools/lifecycle/go.sum build/builder/li
 	cd $(CACHE)/lifecycle/out/lifecycle && for phase in detector analyzer restorer builder exporter rebaser creator extender; do \
 		ln -sf lifecycle $$phase; done
 	cp build/builder/lifecycle.toml $(CACHE)/lifecycle/out/
-	tar -C $(CACHE)/lifecycle/out --owner=0 --group=0 -czf $@.tmp lifecycle.toml lifecycle
+	# Sorted, dated 0, gzip without a name or time: the same sources give the same bytes,
+	# so the builder's input hash (and the builder) does not change between checkouts.
+	tar -C $(CACHE)/lifecycle/out --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner \
+		-cf - lifecycle.toml lifecycle | gzip -n > $@.tmp
 	mv $@.tmp $@
 
 # busybox-static from Debian, unpacked here (not installed on the machine).
