@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/pem"
 	"fmt"
 	"net"
 	"os"
@@ -157,7 +156,7 @@ func TestSSH(t *testing.T) {
 
 	// A key the server does not know.
 	stranger := filepath.Join(t.TempDir(), "id_ed25519")
-	writePrivateKey(t, stranger)
+	testenv.WriteSSHKey(t, stranger)
 	cfg = gitwatch.RepoConfig{URL: url, Auth: gitwatch.Auth{SSHKeyFile: stranger, KnownHostsFile: sshd.KnownHosts}}
 	if _, err := watch(t, cfg, nil).Poll(context.Background()); err == nil || !strings.Contains(err.Error(), "credentials refused") || !gitwatch.Stalled(err) {
 		t.Fatalf("unknown client key: %v", err)
@@ -182,16 +181,3 @@ func newPublicKey(t *testing.T) ssh.PublicKey {
 	return k
 }
 
-func writePrivateKey(t *testing.T, path string) {
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, err := ssh.MarshalPrivateKey(priv, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
-		t.Fatal(err)
-	}
-}

@@ -85,9 +85,9 @@ func NewSSHGitServer(t testing.TB, git *GitServer) *SSHGitServer {
 	s := &SSHGitServer{User: "git", ClientKey: filepath.Join(dir, "client_ed25519"),
 		KnownHosts: filepath.Join(dir, "known_hosts"), git: git}
 
-	hostKey := writeKey(t, hostKeyFile)
+	hostKey := WriteSSHKey(t, hostKeyFile)
 	s.HostKey = hostKey
-	clientKey := writeKey(t, s.ClientKey)
+	clientKey := WriteSSHKey(t, s.ClientKey)
 	writeFile(t, filepath.Join(dir, "authorized_keys"), "restrict "+string(ssh.MarshalAuthorizedKey(clientKey)))
 	writeFile(t, filepath.Join(dir, "passwd"), fmt.Sprintf("git:x:%d:%d:git:%s:/bin/sh\n", uid, gid, home))
 	writeFile(t, filepath.Join(dir, "group"), fmt.Sprintf("git:x:%d:\n", gid))
@@ -194,9 +194,9 @@ func sshdConfig(addr, dir, hostKey string) string {
 	}, "\n")
 }
 
-// writeKey writes a new ed25519 private key in OpenSSH format (mode 0600) and returns its
+// WriteSSHKey writes a new ed25519 private key in OpenSSH format (mode 0600) and returns its
 // public half.
-func writeKey(t testing.TB, path string) ssh.PublicKey {
+func WriteSSHKey(t testing.TB, path string) ssh.PublicKey {
 	t.Helper()
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
