@@ -180,4 +180,3 @@ func newPublicKey(t *testing.T) ssh.PublicKey {
 	}
 	return k
 }
-
