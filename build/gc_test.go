@@ -16,7 +16,6 @@ import (
 	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/docker/errdefs"
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
@@ -67,20 +66,7 @@ func TestGCRemovesOnlyWhatIsOursAndUnused(t *testing.T) {
 	// Registry images: built ones (source tags) of a live and a dead service, one a kept
 	// release uses, one someone also tagged by hand; the builder's run image copy; a
 	// repository that is not formation/service.
-	push := func(repo string, tags ...string) string {
-		img, err := random.Image(1024, 1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, tag := range tags {
-			ref, _ := name.NewTag(addr+"/"+repo+":"+tag, name.Insecure)
-			if err := remote.Write(ref, img); err != nil {
-				t.Fatal(err)
-			}
-		}
-		digest, _ := img.Digest()
-		return addr + "/" + repo + "@" + digest.String()
-	}
+	push := func(repo string, tags ...string) string { return testenv.PushRandomImage(t, addr, repo, tags...) }
 	released := push(f+"/live", "src-1")
 	unused := push(f+"/live", "src-2")
 	handTagged := push(f+"/live", "src-3", "stable")

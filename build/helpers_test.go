@@ -20,7 +20,6 @@ import (
 	"github.com/docker/docker/api/types/events"
 	"github.com/docker/docker/api/types/filters"
 	dockerimage "github.com/docker/docker/api/types/image"
-	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/go-connections/nat"
 
 	"github.com/gilliam-sync/gilliam-sync/build"
@@ -244,23 +243,6 @@ func removeVolume(t testing.TB, d *testenv.Docker, name string) {
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-}
-
-// volumes lists the names of volumes whose name starts with prefix.
-func volumes(t testing.TB, d *testenv.Docker, prefix string) []string {
-	t.Helper()
-	list, err := d.Client.VolumeList(context.Background(), volume.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, v := range list.Volumes {
-		if strings.HasPrefix(v.Name, prefix) {
-			out = append(out, v.Name)
-		}
-	}
-	sort.Strings(out)
-	return out
 }
 
 // goBinary builds testdata/goapp as a static Linux binary with message, for Dockerfile

@@ -3,10 +3,6 @@ package sync_test
 import (
 	"testing"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/random"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
-
 	"github.com/gilliam-sync/gilliam-sync/internal/testenv"
 )
 
@@ -14,16 +10,6 @@ import (
 // tests that use it have no host daemon), and returns its tag.
 func randomImage(t *testing.T, reg *testenv.Registry) string {
 	t.Helper()
-	img, err := random.Image(64, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref, err := name.NewTag(reg.Addr+"/test/random:latest", name.Insecure)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.Write(ref, img); err != nil {
-		t.Fatal(err)
-	}
-	return ref.String()
+	testenv.PushRandomImage(t, reg.Addr, "test/random", "latest")
+	return reg.Addr + "/test/random:latest"
 }

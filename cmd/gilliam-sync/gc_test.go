@@ -10,7 +10,6 @@ import (
 
 	"github.com/docker/docker/api/types/volume"
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/gilliam-sync/gilliam-sync/build"
@@ -36,15 +35,7 @@ func TestGCCommand(t *testing.T) {
 	addr := strings.TrimPrefix(srv.URL, "http://")
 	f := "gccmd" + strings.ReplaceAll(time.Now().Format("150405.000000"), ".", "")
 
-	push := func(repo, tag string) string {
-		img, _ := random.Image(512, 1)
-		ref, _ := name.NewTag(addr+"/"+repo+":"+tag, name.Insecure)
-		if err := remote.Write(ref, img); err != nil {
-			t.Fatal(err)
-		}
-		digest, _ := img.Digest()
-		return addr + "/" + repo + "@" + digest.String()
-	}
+	push := func(repo, tag string) string { return testenv.PushRandomImage(t, addr, repo, tag) }
 	released := push(f+"/web", "src-released")
 	unused := push(f+"/web", "src-unused")
 

@@ -126,7 +126,7 @@ func (c *Consul) setArgs(bin string, cfg consulConfig) {
 	}
 }
 
-// Start starts the agent again, after Stop or Kill, on the same ports and waits until it
+// Start starts the agent again, after Stop, on the same ports and waits until it
 // serves.
 func (c *Consul) Start() {
 	c.t.Helper()
@@ -194,8 +194,6 @@ func (c *Consul) waitReady(limit time.Duration) error {
 // Stop stops the agent gracefully (SIGINT, then SIGKILL after 10 seconds).
 func (c *Consul) Stop() { c.signal(syscall.SIGINT, 10*time.Second) }
 
-// Kill stops the agent at once with SIGKILL, like a crashed machine.
-func (c *Consul) Kill() { c.signal(syscall.SIGKILL, 0) }
 
 func (c *Consul) signal(sig syscall.Signal, grace time.Duration) {
 	if c.cmd == nil {

@@ -2,7 +2,6 @@ package testenv
 
 import (
 	"crypto/subtle"
-	"fmt"
 	"io/fs"
 	"net/http"
 	"net/http/cgi"
@@ -271,6 +270,3 @@ func runGit(t testing.TB, dir string, args ...string) string {
 	}
 	return string(out)
 }
-
-// String names the repository by URL in test messages.
-func (r *GitRepo) String() string { return fmt.Sprintf("%s (%s)", r.Name, r.URL) }

@@ -13,7 +13,10 @@ import (
 
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
+	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
 // Registry is a real OCI registry (go-containerregistry's pkg/registry, in memory) served
@@ -109,4 +112,29 @@ func (r *Registry) Up() {
 		r.t.Fatalf("testenv: registry up again on %s: %v", r.Addr, err)
 	}
 	r.serve(l)
+}
+
+// PushRandomImage pushes a small random image to addr/repo under each tag and returns it
+// pinned by digest (addr/repo@sha256:...): an image to resolve, release or collect, never
+// to run.
+func PushRandomImage(t testing.TB, addr, repo string, tags ...string) string {
+	t.Helper()
+	img, err := random.Image(256, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tag := range tags {
+		ref, err := name.NewTag(addr+"/"+repo+":"+tag, name.Insecure)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := remote.Write(ref, img); err != nil {
+			t.Fatalf("testenv: push %s: %v", ref, err)
+		}
+	}
+	digest, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return addr + "/" + repo + "@" + digest.String()
 }
