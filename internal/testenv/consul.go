@@ -194,7 +194,6 @@ func (c *Consul) waitReady(limit time.Duration) error {
 // Stop stops the agent gracefully (SIGINT, then SIGKILL after 10 seconds).
 func (c *Consul) Stop() { c.signal(syscall.SIGINT, 10*time.Second) }
 
-
 func (c *Consul) signal(sig syscall.Signal, grace time.Duration) {
 	if c.cmd == nil {
 		return
