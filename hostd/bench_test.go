@@ -95,7 +95,7 @@ func BenchmarkConverge50(b *testing.B) {
 			go func() {
 				defer wg.Done()
 				cfg, hc := containerSpec(host, "127.0.0.1", inst, rel)
-				c, err := docker.Client.ContainerCreate(ctx, cfg, hc, nil, nil, ContainerName(host, inst.ID))
+				c, err := docker.Client.ContainerCreate(ctx, cfg, hc, nil, nil, state.ContainerName(host, inst.ID))
 				if err == nil {
 					err = docker.Client.ContainerStart(ctx, c.ID, container.StartOptions{})
 				}

@@ -28,9 +28,6 @@ const (
 	LabelService   = "io.gilliam.service"
 )
 
-// ContainerName is the Docker name of an instance's container on a host.
-func ContainerName(host, instanceID string) string { return "gilliam-" + host + "-" + instanceID }
-
 // containerSpec is what an instance's container is created from: pure, so the same
 // instance and release always give the same container.
 func containerSpec(host, advertise string, inst state.Instance, rel *state.Release) (*container.Config, *container.HostConfig) {

@@ -334,7 +334,7 @@ func (d *Daemon) readyToCreate(ctx context.Context, p *pass, create []state.Inst
 func (d *Daemon) create(ctx context.Context, p *pass, inst state.Instance) {
 	rel := p.releases[inst.Release]
 	cfg, hc := containerSpec(d.cfg.ID, d.cfg.Advertise, inst, rel)
-	created, err := d.docker.ContainerCreate(ctx, cfg, hc, nil, nil, ContainerName(d.cfg.ID, inst.ID))
+	created, err := d.docker.ContainerCreate(ctx, cfg, hc, nil, nil, state.ContainerName(d.cfg.ID, inst.ID))
 	if err != nil {
 		if errdefs.IsNotFound(err) {
 			d.pulls.forget(rel.Image) // the image went away since it was seen

@@ -14,10 +14,6 @@ import (
 	"github.com/gilliam-sync/gilliam-sync/state"
 )
 
-// ServiceName is the Consul service an instance registers as: formation and service,
-// joined. Both are DNS labels, so the name is one too.
-func ServiceName(formation, service string) string { return formation + "-" + service }
-
 // Consul registrations of instances carry TagInstance, and the host in their meta: what a
 // host daemon finds on its agent with both is its own.
 const (
@@ -35,8 +31,8 @@ const (
 func registration(host, advertise string, inst state.Instance, rel *state.Release, hostPort int, deregisterAfter time.Duration) *api.AgentServiceRegistration {
 	addr := net.JoinHostPort(advertise, strconv.Itoa(hostPort))
 	reg := &api.AgentServiceRegistration{
-		ID:      RegistrationID(host, inst.ID),
-		Name:    ServiceName(inst.Formation, inst.Service),
+		ID:      state.RegistrationID(host, inst.ID),
+		Name:    state.ServiceName(inst.Formation, inst.Service),
 		Address: advertise,
 		Port:    hostPort,
 		Tags:    []string{TagInstance, "release-" + inst.Release},
@@ -61,7 +57,7 @@ func registration(host, advertise string, inst state.Instance, rel *state.Releas
 		timeout = 2 * time.Second
 	}
 	check := &api.AgentServiceCheck{
-		CheckID:                        CheckID(host, inst.ID),
+		CheckID:                        state.CheckID(host, inst.ID),
 		Interval:                       interval.String(),
 		Timeout:                        timeout.String(),
 		DeregisterCriticalServiceAfter: deregisterAfter.String(),
@@ -84,15 +80,6 @@ func registration(host, advertise string, inst state.Instance, rel *state.Releas
 // checked says whether a release's instances have a check: not with `check: none`, and not
 // without a port to check.
 func checked(rel *state.Release) bool { return rel.Check.Type != "none" && len(rel.Ports) > 0 }
-
-// RegistrationID is the ID of an instance's registration on its host's agent: the
-// instance and the host, so that two hosts sharing an agent (several host daemons on one
-// machine, or a host that comes back while its moved instance runs elsewhere) never take
-// each other's registrations. The instance ID alone is in the registration's meta.
-func RegistrationID(host, instance string) string { return instance + "@" + host }
-
-// CheckID is the ID of an instance's check on its host's agent.
-func CheckID(host, instance string) string { return "instance-" + RegistrationID(host, instance) }
 
 // sealed sets MetaRegistration to the hash of everything else in reg.
 func sealed(reg *api.AgentServiceRegistration) *api.AgentServiceRegistration {

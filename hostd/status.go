@@ -141,7 +141,7 @@ func health(agent *agentView, instance string, registered, checked bool) string 
 	case !checked:
 		return api.HealthPassing
 	}
-	if c := agent.checks[CheckID(agent.host, instance)]; c != nil {
+	if c := agent.checks[state.CheckID(agent.host, instance)]; c != nil {
 		return c.Status
 	}
 	return api.HealthCritical

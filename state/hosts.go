@@ -53,10 +53,6 @@ func HostRegistration(h Host, ttl, deregisterAfter time.Duration) *api.AgentServ
 	}
 }
 
-// HostServiceID and HostCheckID name a host's registration and its TTL check.
-func HostServiceID(host string) string { return HostService + "-" + host }
-func HostCheckID(host string) string   { return "gilliam-host-alive-" + host }
-
 // Hosts lists the hosts in the catalog, passing or not, sorted by ID.
 func (s *Store) Hosts(ctx context.Context) ([]Host, error) {
 	entries, _, err := s.client.Health().Service(HostService, "", false, (&api.QueryOptions{}).WithContext(ctx))

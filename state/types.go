@@ -215,13 +215,6 @@ type Instance struct {
 	Index     int    `json:"index"`
 }
 
-// InstanceID is the ID of the index-th instance of a release. Formation and service names
-// are DNS labels and release IDs are hex, so the ID is a valid container name, Consul
-// service ID and DNS label.
-func InstanceID(formation, service, release string, index int) string {
-	return fmt.Sprintf("%s-%s-%s-%d", formation, service, shortID(release), index)
-}
-
 func shortID(release string) string {
 	if len(release) > 8 {
 		return release[:8]

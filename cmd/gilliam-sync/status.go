@@ -13,7 +13,6 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/gilliam-sync/gilliam-sync/hostd"
 	"github.com/gilliam-sync/gilliam-sync/state"
 )
 
@@ -178,7 +177,7 @@ func collectStatus(ctx context.Context, store *state.Store, only string) ([]form
 					sv.Image = rel.Image
 				}
 			}
-			health := serviceHealth(store.Client(), hostd.ServiceName(name, s))
+			health := serviceHealth(store.Client(), state.ServiceName(name, s))
 			for _, inst := range instances {
 				if inst.Service != s {
 					continue
