@@ -19,6 +19,8 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/transport"
+
+	"github.com/gilliam-sync/gilliam-sync/internal/fault"
 )
 
 // Repo is one remote repository followed through a bare cache on disk. Fetches into the
@@ -301,8 +303,9 @@ func (r *Repo) CommitTime(commit string) (time.Time, error) {
 	return c.Committer.When, nil
 }
 
-// ErrNotFound is returned for a path absent at a commit.
-var ErrNotFound = errors.New("not found")
+// ErrNotFound is returned for a path absent at a commit: stalled (internal/fault), since
+// reading the same commit again finds nothing either.
+var ErrNotFound = fault.Stall(errors.New("not found"))
 
 // ReadFile returns the content of the file at p (slash-separated, from the root) at commit.
 func (r *Repo) ReadFile(commit, p string) ([]byte, error) {
