@@ -477,3 +477,15 @@ func uniqueSegments(keys []string, prefix string) []string {
 	sort.Strings(out)
 	return out
 }
+
+// LeaderLock is the lock the sync daemons contend for: held through a session with ttl,
+// and lockDelay before another may take it after a holder is lost.
+func (s *Store) LeaderLock(id string, ttl, lockDelay time.Duration) (*api.Lock, error) {
+	return s.client.LockOpts(&api.LockOptions{
+		Key:         s.LeaderKey(),
+		Value:       []byte(id),
+		SessionName: "gilliam-sync leader " + id,
+		SessionTTL:  ttl.String(),
+		LockDelay:   lockDelay,
+	})
+}
