@@ -111,7 +111,9 @@ type Teardown struct {
 	Why      string
 }
 
-func (a Teardown) String() string { return fmt.Sprintf("%s: tear down: %s", a.Desired.Formation, a.Why) }
+func (a Teardown) String() string {
+	return fmt.Sprintf("%s: tear down: %s", a.Desired.Formation, a.Why)
+}
 
 // DeleteFormation removes the keys of a formation torn down, once nothing of it runs.
 type DeleteFormation struct{ Formation string }

@@ -227,4 +227,3 @@ func resolveImages(t Target, formation string, f *schema.Formation, src *Source,
 	}
 	return a
 }
-

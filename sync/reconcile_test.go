@@ -18,7 +18,6 @@ import (
 
 // Table tests of Reconcile's rules: data in, actions out, no Consul, no Docker.
 
-
 const web = `formation: shop
 services:
   web:

@@ -42,14 +42,14 @@ type RepoView struct {
 // Target is one thing to deploy: a commit of a watched ref, read from one gilliam.yml,
 // as a formation or as the preview of a pull request or branch.
 type Target struct {
-	Repo   string // RepoView.Key
+	Repo    string // RepoView.Key
 	RepoURL string
-	Ref    string
-	File   string
-	Commit string
-	Kind   gitwatch.RefKind
-	PR     int
-	Source *Source
+	Ref     string
+	File    string
+	Commit  string
+	Kind    gitwatch.RefKind
+	PR      int
+	Source  *Source
 }
 
 // Key names the target in the repository's observed record.
