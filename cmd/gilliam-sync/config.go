@@ -22,7 +22,8 @@ type daemonConfig struct {
 	// Registry is where images are published (host:port); Builder the buildpack builder.
 	Registry string `yaml:"registry"`
 	Builder  string `yaml:"builder"`
-	// Interval is how often the leader reconciles.
+	// Interval is the longest the leader goes without deciding (a safety net: it decides
+	// on every change it follows).
 	Interval time.Duration `yaml:"interval"`
 	Leader   struct {
 		ID        string        `yaml:"id"`
@@ -64,7 +65,7 @@ func (c *daemonConfig) defaults() {
 		c.Builder = build.DefaultBuilder
 	}
 	if c.Interval == 0 {
-		c.Interval = 2 * time.Second
+		c.Interval = 30 * time.Second
 	}
 	if c.Leader.LockTTL == 0 {
 		c.Leader.LockTTL = 15 * time.Second

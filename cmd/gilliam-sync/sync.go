@@ -34,7 +34,7 @@ func runSync(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stder
 	registry := fs.String("registry", "", "registry images are published to, host:port")
 	builder := fs.String("builder", build.DefaultBuilder, "buildpack builder image")
 	data := fs.String("data", ".gilliam/sync", "data directory: repository caches, pack's home, build logs")
-	interval := fs.Duration("interval", 2*time.Second, "how often the leader reconciles")
+	interval := fs.Duration("interval", 30*time.Second, "the longest the leader goes without deciding (it decides at once on every change it follows)")
 	id := fs.String("id", "", "this daemon's name in the leader lock (default hostname-pid)")
 	lockTTL := fs.Duration("lock-ttl", 15*time.Second, "TTL of the leader's Consul session (at least 10s)")
 	lockDelay := fs.Duration("lock-delay", 5*time.Second, "Consul lock delay after a leader's session ends")
