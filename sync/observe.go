@@ -200,7 +200,7 @@ func (o *observer) repoViews() []RepoView {
 			k := t.Commit + " " + t.File
 			src := o.sources[k]
 			if src == nil {
-				src = readSource(r.w.Repo(), t.Commit, t.File)
+				src = readSource(r.w.Repo(), t.Commit, t.File, r.cfg.Files)
 			}
 			if src.Err == nil || fault.KindOf(src.Err) != fault.Retryable {
 				o.sources[k], used[k] = src, true // a read that may work later is not kept
@@ -269,9 +269,10 @@ func deployRef(w *gitwatch.Watcher, refs map[string]string) string {
 	return best
 }
 
-// readSource reads and parses a gilliam.yml at a commit, with the tree hash of each built
-// service's path.
-func readSource(repo *gitwatch.Repo, commit, file string) *Source {
+// readSource reads and parses a gilliam.yml at a commit, with the source hash of each
+// built service's path: its tree without the repository's gilliam.yml files (configs), so
+// a commit that only edits them makes new releases from the same images, with no build.
+func readSource(repo *gitwatch.Repo, commit, file string, configs []string) *Source {
 	data, err := repo.ReadFile(commit, file)
 	if err != nil {
 		return &Source{Err: err}
@@ -285,7 +286,7 @@ func readSource(repo *gitwatch.Repo, commit, file string) *Source {
 		if !svc.Built() {
 			continue
 		}
-		tree, err := repo.TreeHash(commit, svc.Path)
+		tree, err := repo.SourceHash(commit, svc.Path, configs)
 		if err != nil {
 			return &Source{Err: stalledf("service %s: path %s: %w", name, svc.Path, err)}
 		}

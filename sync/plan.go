@@ -52,19 +52,20 @@ type PlannedService struct {
 // notBuilt stands for the image of a service the deploy would build first.
 const notBuilt = "(built by the deploy)"
 
-// Plan is what the leader would do with a commit of repo's ref (a gilliam.yml at file):
+// Plan is what the leader would do with a commit of repo's ref (a gilliam.yml at file, one
+// of the repository's configs):
 // Reconcile itself, run on what Consul holds now, with an executor that looks images up
 // instead of building them and applies each decision to a copy of the world instead of
 // Consul, until nothing is left to decide. Instances are taken to pass their checks at
 // once, so roll-outs run to their end. Nothing is written.
-func Plan(ctx context.Context, store *state.Store, lookup Lookup, repo *gitwatch.Repo, ref, file, commit string, now time.Time, policy Policy) (*PlanResult, error) {
+func Plan(ctx context.Context, store *state.Store, lookup Lookup, repo *gitwatch.Repo, ref, file string, configs []string, commit string, now time.Time, policy Policy) (*PlanResult, error) {
 	obs := newObserver(store, nil, func() time.Time { return now }, slog.New(slog.DiscardHandler), func() {})
 	if err := obs.refresh(ctx); err != nil {
 		return nil, err
 	}
 	world := obs.World()
 	t := Target{Repo: gitwatch.CacheName(repo.URL), RepoURL: gitwatch.Sanitize(repo.URL), Ref: gitwatch.FullRef(ref), File: file,
-		Commit: commit, Kind: gitwatch.RefDeployed, Source: readSource(repo, commit, file)}
+		Commit: commit, Kind: gitwatch.RefDeployed, Source: readSource(repo, commit, file, configs)}
 	world.Repos = []RepoView{{Key: t.Repo, URL: t.RepoURL, Targets: []Target{t}}}
 	res := &PlanResult{Formation: formationName(t, t.Source.Formation), Commit: commit}
 	before := world.KV

@@ -61,7 +61,7 @@ func runPlan(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stder
 			return err
 		}
 		defer b.Close()
-		plan, err := sync.Plan(ctx, store, b, cache, *repo.ref, *repo.file, *commit, time.Now(), sync.Config{}.Policy())
+		plan, err := sync.Plan(ctx, store, b, cache, *repo.ref, *repo.file, cfg.Files, *commit, time.Now(), sync.Config{}.Policy())
 		if err != nil {
 			return err
 		}
