@@ -137,6 +137,10 @@ type DesiredService struct {
 	// Pin holds the service on a release (a rollback): new commits build and make
 	// releases, but do not deploy until it is lifted.
 	Pin *Pin `json:"pin,omitempty"`
+	// Canary runs Scale instances of Release beside the service's target, set by hand
+	// (`gilliam-sync canary`), outside roll-outs and scale, until promoted (its release
+	// becomes Latest and rolls out from its running instances) or aborted.
+	Canary *Canary `json:"canary,omitempty"`
 	// FileScale is the scale gilliam.yml gives at the latest commit. ScaleOverride is set
 	// by `gilliam-sync scale` and holds until FileScale changes.
 	FileScale     int  `json:"file_scale"`
@@ -156,6 +160,13 @@ type Rollout struct {
 	To      string    `json:"to"`
 	Started time.Time `json:"started"`
 	Cause   string    `json:"cause"` // push, config, rollback, unpin
+}
+
+// Canary is a release run at a small scale beside the service's target.
+type Canary struct {
+	Release string    `json:"release"`
+	Scale   int       `json:"scale"`
+	Since   time.Time `json:"since"`
 }
 
 // Pin is a rollback: the service stays on Release.

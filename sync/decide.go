@@ -104,11 +104,13 @@ func decideRollouts(in Input, d *Decision, touched map[string]bool) {
 				}
 			}
 			passing := passingOf(w, f, name)
-			after, what := advance(f, name, ds, passing, w.Now, blocked)
+			after, what, canary := withCanary(f, name, ds, passing, w.Now, blocked)
 			ready[name] = settledAndHealthy(f, name, after, passing, w.Now)
-			if what != "" {
-				next.Services[name] = after
-				events = append(events, state.Event{Time: w.Now.UTC(), Service: name, Release: after.Target(), What: what})
+			for _, e := range []string{what, canary} {
+				if e != "" {
+					next.Services[name] = after
+					events = append(events, state.Event{Time: w.Now.UTC(), Service: name, Release: after.Target(), What: e})
+				}
 			}
 			wakeForRollout(after, w.Now, d)
 		}
@@ -136,6 +138,9 @@ func wakeForRollout(ds state.DesiredService, now time.Time, d *Decision) {
 }
 
 func settledAndHealthy(f, name string, ds state.DesiredService, passing Passing, now time.Time) bool {
+	if ds.Canary != nil && len(ds.Deployments) > 1 {
+		ds.Deployments = ds.Deployments[:len(ds.Deployments)-1] // the canary, last, does not count
+	}
 	if ds.Rollout != nil || len(ds.Deployments) != 1 || ds.Deployments[0].Release != ds.Target() {
 		return false
 	}
@@ -185,6 +190,9 @@ func decideReleaseGC(in Input, d *Decision, touched map[string]bool) {
 			keep[ds.Latest], keep[ds.Failed] = true, true
 			if ds.Pin != nil {
 				keep[ds.Pin.Release] = true
+			}
+			if ds.Canary != nil {
+				keep[ds.Canary.Release] = true
 			}
 			if ds.Rollout != nil {
 				keep[ds.Rollout.From], keep[ds.Rollout.To] = true, true

@@ -412,3 +412,32 @@ func TestReconcileUnplaceableFormationIsolated(t *testing.T) {
 		t.Fatalf("the summary: %+v", last)
 	}
 }
+
+// A canary runs beside the target, outside its scale; promoted, it rolls out from its
+// running instances; aborted, it goes.
+func TestReconcileCanary(t *testing.T) {
+	w, m := world(t, "c1", web), memory()
+	w.Repos = nil
+	ds := state.DesiredService{Deployments: []state.Deployment{{Release: "old", Scale: 3}}, Latest: "old", FileScale: 3,
+		Strategy: state.Strategy{MaxParallel: 1}, Canary: &state.Canary{Release: "can", Scale: 1}}
+	w.KV.Desired["shop"] = &state.Desired{Formation: "shop", Services: map[string]state.DesiredService{"web": ds}}
+	d := Reconcile(Input{World: w, Memory: m, Policy: policy()})
+	adv, ok := d.Actions[0].(Advance)
+	if !ok || fmt.Sprint(adv.Desired.Services["web"].Deployments) != "[{old 3} {can 1}]" || !strings.Contains(adv.Events[0].What, "canary") {
+		t.Fatalf("canary: %s %+v", kinds(d.Actions), d.Actions)
+	}
+	w.KV.Desired["shop"] = adv.Desired
+	if d := Reconcile(Input{World: w, Memory: m, Policy: policy()}); strings.Contains(kinds(d.Actions), "Advance") {
+		t.Fatalf("a settled canary advanced again: %v", d.Actions)
+	}
+	// Promoted: the canary's release is the latest; the roll-out starts from its instance.
+	promoted := adv.Desired.Services["web"]
+	promoted.Latest, promoted.Canary = "can", nil
+	w.KV.Desired["shop"].Services["web"] = promoted
+	w.PassingSince[state.InstanceID("shop", "web", "can", 0)] = t0.Add(-time.Minute)
+	d = Reconcile(Input{World: w, Memory: m, Policy: policy()})
+	adv, ok = d.Actions[0].(Advance)
+	if !ok || adv.Desired.Services["web"].Rollout == nil || fmt.Sprint(adv.Desired.Services["web"].Deployments) != "[{old 2} {can 2}]" {
+		t.Fatalf("promoted: %s %+v", kinds(d.Actions), adv.Desired.Services["web"])
+	}
+}

@@ -32,6 +32,7 @@ var commands = []*command{
 	rollbackCmd,
 	unpinCmd,
 	scaleCmd,
+	canaryCmd,
 	envCmd,
 	logsCmd,
 	gcCmd,

@@ -46,6 +46,8 @@ type serviceView struct {
 	Latest  string         `json:"latest,omitempty"`
 	Pinned  string         `json:"pinned,omitempty"`
 	Failed  string         `json:"failed,omitempty"`
+	// Canary is a release run by hand beside the target (gilliam-sync canary).
+	Canary *state.Canary `json:"canary,omitempty"`
 	Rollout *state.Rollout `json:"rollout,omitempty"`
 	// Scale is the target; ScaleByHand tells it was set with gilliam-sync scale.
 	Scale       int            `json:"scale"`
@@ -168,7 +170,7 @@ func collectStatus(ctx context.Context, store *state.Store, only string) ([]form
 		for _, s := range services {
 			ds := d.Services[s]
 			sv := serviceView{Name: s, Deployments: ds.Deployments, Latest: ds.Latest, Failed: ds.Failed,
-				Rollout: ds.Rollout, Scale: ds.Scale(), ScaleByHand: ds.ScaleOverride != nil}
+				Rollout: ds.Rollout, Scale: ds.Scale(), ScaleByHand: ds.ScaleOverride != nil, Canary: ds.Canary}
 			if ds.Pin != nil {
 				sv.Pinned = ds.Pin.Release
 			}
@@ -269,6 +271,10 @@ func printStatus(w io.Writer, views []formationView) {
 			}
 			if r := s.Rollout; r != nil {
 				fmt.Fprintf(w, "    roll-out (%s) from %s to %s, started %s ago\n", r.Cause, orDash(short(r.From)), short(r.To), time.Since(r.Started).Round(time.Second))
+			}
+			if c := s.Canary; c != nil {
+				fmt.Fprintf(w, "    canary: release %s at scale %d beside the service's own, since %s ago; gilliam-sync canary promote|abort %s %s\n",
+					short(c.Release), c.Scale, time.Since(c.Since).Round(time.Second), v.Name, s.Name)
 			}
 			if s.Pinned != "" {
 				fmt.Fprintf(w, "    pinned to %s by a rollback: new commits build but do not deploy (latest %s); gilliam-sync unpin %s %s resumes\n",
