@@ -28,6 +28,7 @@ type Snapshot struct {
 	Assignments map[string]*Assignment         // host ->
 	HostStatus  map[string]*HostStatus         // host ->
 	Observed    map[string]*Observed           // repository key ->
+	Claims      map[string]*Claim              // formation ->
 	Placement   *PlacementReport
 
 	// Problems are keys whose value could not be decoded: they are left out, and said.
@@ -68,6 +69,9 @@ func (s *Snapshot) HistoryIndex(formation string) uint64 {
 func (s *Snapshot) AssignmentIndex(host string) uint64 {
 	return s.indexes[s.store.assignmentKey(host)]
 }
+func (s *Snapshot) ClaimIndex(formation string) uint64 {
+	return s.indexes[s.store.claimKey(formation)]
+}
 func (s *Snapshot) ObservedIndex(repo string) uint64 {
 	return s.indexes[s.store.observedKey(repo)]
 }
@@ -92,7 +96,7 @@ func (s *Store) decode(pairs api.KVPairs, index uint64) *Snapshot {
 		Desired: map[string]*Desired{}, Status: map[string]*FormationStatus{},
 		Config: map[string]map[string]string{}, History: map[string][]Event{},
 		Releases: map[string]map[string]*Release{}, Assignments: map[string]*Assignment{},
-		HostStatus: map[string]*HostStatus{}, Observed: map[string]*Observed{},
+		HostStatus: map[string]*HostStatus{}, Observed: map[string]*Observed{}, Claims: map[string]*Claim{},
 		Placement: &PlacementReport{},
 	}
 	for _, p := range pairs {
@@ -171,6 +175,12 @@ func (snap *Snapshot) add(key string, value []byte) error {
 			o.Targets = map[string]ObservedTarget{}
 		}
 		snap.Observed[parts[1]] = &o
+	case len(parts) == 2 && parts[0] == "claims":
+		var c Claim
+		if err := into(&c); err != nil {
+			return err
+		}
+		snap.Claims[parts[1]] = &c
 	case key == "placement":
 		return into(snap.Placement)
 	}
@@ -235,6 +245,10 @@ func (b *Batch) PutObserved(o *Observed) { b.put(b.store.observedKey(o.Repo), o,
 func (b *Batch) PutHistory(formation string, h []Event, index uint64) {
 	b.put(b.store.historyKey(formation), h, ptr(index))
 }
+
+// PutClaim writes a formation's claim if its ModifyIndex is still index (0: it must not
+// exist: the first source to claim a name wins).
+func (b *Batch) PutClaim(c *Claim, index uint64) { b.put(b.store.claimKey(c.Formation), c, ptr(index)) }
 
 // PutAssignment writes a host's assignment if its ModifyIndex is still index.
 func (b *Batch) PutAssignment(a *Assignment, index uint64) {
@@ -317,6 +331,7 @@ func (s *Snapshot) Clone() *Snapshot {
 	c.Assignments = maps.Clone(s.Assignments)
 	c.HostStatus = maps.Clone(s.HostStatus)
 	c.Observed = maps.Clone(s.Observed)
+	c.Claims = maps.Clone(s.Claims)
 	c.indexes = maps.Clone(s.indexes)
 	return &c
 }

@@ -30,6 +30,7 @@ const maxTxnOps = 64
 //	formations/<formation>/status       FormationStatus
 //	hosts/<host>/assignment             Assignment
 //	hosts/<host>/status                 HostStatus
+//	claims/<formation>                  Claim: which repository and file own the name
 //	leader                              the sync daemons' lock
 type Store struct {
 	client *api.Client
@@ -91,7 +92,23 @@ func (s *Store) hostsKey() string                 { return s.prefix + "hosts/" }
 func (s *Store) assignmentKey(host string) string { return s.hostsKey() + host + "/assignment" }
 func (s *Store) hostStatusKey(host string) string { return s.hostsKey() + host + "/status" }
 
-func (s *Store) placementKey() string { return s.prefix + "placement" }
+func (s *Store) placementKey() string             { return s.prefix + "placement" }
+func (s *Store) claimKey(formation string) string { return s.prefix + "claims/" + formation }
+
+// Claim reads who owns a formation name; nil when nobody has claimed it.
+func (s *Store) Claim(ctx context.Context, formation string) (*Claim, error) {
+	var c Claim
+	found, _, err := s.get(ctx, s.claimKey(formation), &c)
+	if err != nil || !found {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// PutClaim gives a formation name to a source, whoever had it.
+func (s *Store) PutClaim(ctx context.Context, c *Claim) error {
+	return s.put(ctx, s.claimKey(c.Formation), c, nil)
+}
 func (s *Store) observedKey(repo string) string {
 	return s.prefix + "repos/" + repo + "/observed"
 }

@@ -310,6 +310,22 @@ type ObservedTarget struct {
 	// was removed (closed, expired): it is not created again for the same commit.
 	Preview  bool `json:"preview,omitempty"`
 	TornDown bool `json:"torn_down,omitempty"`
+	// Error is why Commit was not deployed, when it was refused before it had a formation
+	// of its own (a formation name another source owns): `status` shows it.
+	Error string `json:"error,omitempty"`
+}
+
+// Claim says which source owns a formation name: the first (repository, file) to deploy
+// it. Another source naming the same formation is refused, so it can neither overwrite its
+// desired state nor receive its config vars; `gilliam-sync formations transfer` moves it.
+type Claim struct {
+	Formation string `json:"formation"`
+	// Repo is the repository's key (gitwatch.CacheName of its URL); URL its sanitized URL,
+	// for people.
+	Repo  string    `json:"repo"`
+	URL   string    `json:"url"`
+	File  string    `json:"file"`
+	Since time.Time `json:"since"`
 }
 
 // PlacementReport is what the scheduler could not place, and why, as of its last change:

@@ -45,6 +45,9 @@ type Deploy struct {
 	Status   *state.FormationStatus
 	Observed *state.Observed
 	Cause    string
+	// Claim is the formation's claim for this source, written (check-and-set on its
+	// absence) when the name had none.
+	Claim *state.Claim
 }
 
 func (a Deploy) String() string {
@@ -63,6 +66,7 @@ type Record struct {
 	Observed *state.Observed        // nil: unchanged
 	Why      string
 	Stalled  bool
+	Refused  bool // the formation is another source's: logged, its status untouched
 }
 
 func (a Record) String() string {

@@ -96,6 +96,9 @@ func (e *executor) apply(ctx context.Context, a Action) (bool, error) {
 		b.PutDesired(a.Desired, a.Index)
 		b.PutStatus(a.Status)
 		b.PutObserved(a.Observed)
+		if a.Claim != nil {
+			b.PutClaim(a.Claim, 0)
+		}
 		if err := e.store.Apply(ctx, b); err != nil {
 			return false, err
 		}
@@ -104,6 +107,9 @@ func (e *executor) apply(ctx context.Context, a Action) (bool, error) {
 		e.failpoint("after-desired")
 		return true, nil
 	case Record:
+		if a.Refused {
+			e.log.Error("commit refused: its formation belongs to another source", "repo", a.Target.RepoURL, "ref", a.Target.Ref, "commit", short(a.Target.Commit), "err", a.Why)
+		}
 		if a.Status != nil {
 			b.PutStatus(a.Status)
 			e.log.Error("commit not deployed; what runs keeps running", "repo", a.Target.RepoURL, "ref", a.Target.Ref, "commit", short(a.Target.Commit), "err", a.Why)

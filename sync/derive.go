@@ -48,9 +48,13 @@ func deploy(in Input, t Target, name, cause string, out ImagesOutcome) Action {
 		}
 	}
 	obs := withTarget(observedOf(w.KV, t.Repo), t, func(o *state.ObservedTarget) {
-		o.Commit, o.Formation, o.Preview, o.TornDown = t.Commit, name, t.preview(), false
+		o.Commit, o.Formation, o.Preview, o.TornDown, o.Error = t.Commit, name, t.preview(), false, ""
 	})
-	return Deploy{Target: t, Desired: desired, Index: w.KV.DesiredIndex(name), Releases: fresh, Status: status, Observed: obs, Cause: cause}
+	a := Deploy{Target: t, Desired: desired, Index: w.KV.DesiredIndex(name), Releases: fresh, Status: status, Observed: obs, Cause: cause}
+	if base := nameOf(t, t.Source.Formation); w.KV.Claims[base] == nil {
+		a.Claim = &state.Claim{Formation: base, Repo: t.Repo, URL: t.RepoURL, File: t.File, Since: w.Now.UTC()}
+	}
+	return a
 }
 
 // nextDesired is the desired formation with the file's services at their latest

@@ -128,6 +128,9 @@ func (r *dryRun) apply(ctx context.Context, a Action) (bool, error) {
 			kv.Releases[rel.Formation][rel.ID] = rel
 		}
 		kv.Status[a.Status.Formation], kv.Observed[a.Observed.Repo] = a.Status, a.Observed
+		if a.Claim != nil {
+			kv.Claims[a.Claim.Formation] = a.Claim
+		}
 	case Advance:
 		kv.Desired[a.Desired.Formation], kv.History[a.Desired.Formation] = a.Desired, a.History
 	case Teardown:

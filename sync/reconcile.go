@@ -109,7 +109,8 @@ func decideTarget(in Input, t Target, d *Decision, touched map[string]bool) {
 		return
 	}
 	cause := "push"
-	if seen && ot.Commit == t.Commit {
+	refused := seen && ot.Commit == t.Commit && ot.Error != "" // tried again: the name may have been transferred
+	if seen && ot.Commit == t.Commit && !refused {
 		if ot.Formation == "" || !configChanged(w.KV, ot.Formation) {
 			decidePreviewTTL(in, t, ot, d, touched)
 			return
@@ -135,6 +136,11 @@ func decideTarget(in Input, t Target, d *Decision, touched map[string]bool) {
 		return
 	}
 	name := formationName(t, f)
+	if c := w.KV.Claims[nameOf(t, f)]; c != nil && (c.Repo != t.Repo || c.File != t.File) {
+		refuse(in, t, fmt.Errorf("commit %s: formation %s belongs to %s (file %s); %s's %s may not deploy it: rename the formation, or move it with `gilliam-sync formations transfer %s --to %s`",
+			short(t.Commit), c.Formation, c.URL, c.File, t.RepoURL, t.File, c.Formation, t.RepoURL), d)
+		return
+	}
 	if conflict := state.ServiceNameConflict(name, f.ServiceNames(), serviceNames(w.KV)); conflict != "" {
 		stall(in, t, name, fmt.Errorf("commit %s: %s", short(t.Commit), conflict), d)
 		return
@@ -197,6 +203,17 @@ func stall(in Input, t Target, formation string, err error, d *Decision) {
 		rec.Status = st
 	}
 	d.add(rec)
+}
+
+// refuse records a commit that may not deploy the formation it names, in its own
+// repository's record only: the formation's status belongs to its owner.
+func refuse(in Input, t Target, err error, d *Decision) {
+	obs := observedOf(in.World.KV, t.Repo)
+	if ot := obs.Targets[t.Key()]; ot.Commit == t.Commit && ot.Error == err.Error() {
+		return
+	}
+	d.add(Record{Target: t, Why: err.Error(), Stalled: true, Refused: true,
+		Observed: withTarget(obs, t, func(o *state.ObservedTarget) { o.Commit, o.Error = t.Commit, err.Error() })})
 }
 
 // failureStatus is the formation status that says err, or nil when it says it already.

@@ -441,3 +441,25 @@ func TestReconcileCanary(t *testing.T) {
 		t.Fatalf("promoted: %s %+v", kinds(d.Actions), adv.Desired.Services["web"])
 	}
 }
+
+// A formation name belongs to the first source that deploys it: another repository naming
+// it is refused, in its own record, and the owner's status is untouched.
+func TestReconcileFormationClaims(t *testing.T) {
+	w, m := world(t, "c1", web), memory()
+	m.Images["repo refs/heads/main gilliam.yml"] = ImagesOutcome{Commit: "c1", Images: map[string]string{"web": "r@sha256:1"}}
+	d := Reconcile(Input{World: w, Memory: m, Policy: policy()})
+	dep, ok := d.Actions[0].(Deploy)
+	if !ok || dep.Claim == nil || dep.Claim.Formation != "shop" || dep.Claim.Repo != "repo" {
+		t.Fatalf("a first deploy claims its name: %+v", d.Actions)
+	}
+	w.KV.Claims["shop"] = &state.Claim{Formation: "shop", Repo: "other", URL: "https://git.example/other", File: "gilliam.yml"}
+	d = Reconcile(Input{World: w, Memory: m, Policy: policy()})
+	rec, ok := d.Actions[0].(Record)
+	if len(d.Actions) != 1 || !ok || !rec.Refused || rec.Status != nil || !strings.Contains(rec.Why, "belongs to https://git.example/other") {
+		t.Fatalf("another source's formation: %s %+v", kinds(d.Actions), d.Actions)
+	}
+	applyAll(t, w, &m, d.Actions)
+	if d := Reconcile(Input{World: w, Memory: m, Policy: policy()}); len(d.Actions) != 0 {
+		t.Fatalf("refused again: %s", kinds(d.Actions))
+	}
+}

@@ -33,6 +33,7 @@ var commands = []*command{
 	unpinCmd,
 	scaleCmd,
 	canaryCmd,
+	formationsCmd,
 	envCmd,
 	logsCmd,
 	gcCmd,

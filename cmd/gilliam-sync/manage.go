@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gilliam-sync/gilliam-sync/gitwatch"
 	"github.com/gilliam-sync/gilliam-sync/state"
 )
 
@@ -459,4 +460,39 @@ func updateService(ctx context.Context, st *state.Store, formation, service stri
 		return nil
 	})
 	return err
+}
+
+var formationsCmd = &command{
+	name:    "formations",
+	usage:   "[transfer NAME --to REPO_URL [--file gilliam.yml]]",
+	summary: "which repository and file own each formation name; move a name to another",
+	run:     runFormations,
+}
+
+func runFormations(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr io.Writer) int {
+	to := fs.String("to", "", "transfer: the repository URL that gets the name, as the watch list spells it")
+	file := fs.String("file", "gilliam.yml", "transfer: the file in that repository that deploys it")
+	return manageCommand("formations", fs, args, stderr, func(ctx context.Context, st *state.Store, args []string) error {
+		if len(args) == 0 {
+			snap, err := st.Snapshot(ctx, 0, 0)
+			if err != nil {
+				return err
+			}
+			for _, name := range sortedKeys(snap.Claims) {
+				c := snap.Claims[name]
+				fmt.Fprintf(stdout, "%s\t%s\t%s\tsince %s\n", name, c.URL, c.File, c.Since.Format(time.RFC3339))
+			}
+			return nil
+		}
+		if args[0] != "transfer" || len(args) != 2 || *to == "" {
+			return usageError{"want transfer NAME --to REPO_URL [--file F]"}
+		}
+		name := args[1]
+		c := &state.Claim{Formation: name, Repo: gitwatch.CacheName(*to), URL: gitwatch.Sanitize(*to), File: *file, Since: time.Now().UTC()}
+		if err := st.PutClaim(ctx, c); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s now belongs to %s (%s): the leader deploys it from there\n", name, c.URL, c.File)
+		return st.AddEvents(ctx, name, state.Event{Time: c.Since, What: "name transferred to " + c.URL + " " + c.File})
+	})(ctx)
 }

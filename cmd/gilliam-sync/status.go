@@ -103,6 +103,9 @@ func runStatus(ctx context.Context, fs *flag.FlagSet, args []string, stdout, std
 		enc.Encode(views)
 	case "text":
 		printStatus(stdout, views)
+		if only == "" {
+			printRefused(ctx, stdout, store)
+		}
 	default:
 		fmt.Fprintf(stderr, "gilliam-sync status: --output %q: want text or json\n", *output)
 		return 2
@@ -323,4 +326,29 @@ func short(s string) string {
 		return s[:12]
 	}
 	return s
+}
+
+// printRefused lists the commits refused before they had a formation of their own: a
+// repository naming a formation another source owns.
+func printRefused(ctx context.Context, w io.Writer, store *state.Store) {
+	snap, err := store.Snapshot(ctx, 0, 0)
+	if err != nil {
+		return
+	}
+	var lines []string
+	for _, o := range snap.Observed {
+		for _, ot := range o.Targets {
+			if ot.Error != "" {
+				lines = append(lines, fmt.Sprintf("  %s %s at %s: %s", ot.File, ot.Ref, short(ot.Commit), ot.Error))
+			}
+		}
+	}
+	if len(lines) == 0 {
+		return
+	}
+	sort.Strings(lines)
+	fmt.Fprintln(w, "\nrefused:")
+	for _, l := range lines {
+		fmt.Fprintln(w, l)
+	}
 }
