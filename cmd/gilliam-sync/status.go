@@ -43,11 +43,11 @@ type serviceView struct {
 	Image       string             `json:"image,omitempty"`
 	// Latest is the release of the latest commit; Pinned the release a rollback holds the
 	// service on; Failed the last release whose roll-out was reverted.
-	Latest  string         `json:"latest,omitempty"`
-	Pinned  string         `json:"pinned,omitempty"`
-	Failed  string         `json:"failed,omitempty"`
+	Latest string `json:"latest,omitempty"`
+	Pinned string `json:"pinned,omitempty"`
+	Failed string `json:"failed,omitempty"`
 	// Canary is a release run by hand beside the target (gilliam-sync canary).
-	Canary *state.Canary `json:"canary,omitempty"`
+	Canary  *state.Canary  `json:"canary,omitempty"`
 	Rollout *state.Rollout `json:"rollout,omitempty"`
 	// Scale is the target; ScaleByHand tells it was set with gilliam-sync scale.
 	Scale       int            `json:"scale"`
