@@ -15,6 +15,7 @@ import (
 type Policy struct {
 	KeepReleases int
 	MaxPreviews  int
+	MaxInstances int // per formation
 	Placement    placement.Options
 	// Retry is the backoff between attempts at a target that failed in a way retrying can
 	// fix (a registry or Consul away).
@@ -141,6 +142,11 @@ func decideTarget(in Input, t Target, d *Decision, touched map[string]bool) {
 			short(t.Commit), c.Formation, c.URL, c.File, t.RepoURL, t.File, c.Formation, t.RepoURL), d)
 		return
 	}
+	if n := totalScale(t, f); n > in.Policy.MaxInstances {
+		stall(in, t, name, fmt.Errorf("commit %s: formation %s asks for %d instances, over this installation's limit of %d (limits.instances_per_formation in gilliam-sync.yml): lower the scales",
+			short(t.Commit), name, n, in.Policy.MaxInstances), d)
+		return
+	}
 	if conflict := state.ServiceNameConflict(name, f.ServiceNames(), serviceNames(w.KV)); conflict != "" {
 		stall(in, t, name, fmt.Errorf("commit %s: %s", short(t.Commit), conflict), d)
 		return
@@ -243,4 +249,17 @@ func resolveImages(t Target, formation string, f *schema.Formation, src *Source,
 		a.Requests = append(a.Requests, req)
 	}
 	return a
+}
+
+// totalScale is the instances a target's file asks for, previews' scales applied.
+func totalScale(t Target, f *schema.Formation) int {
+	if t.preview() {
+		p := previewOf(*f)
+		f = &p
+	}
+	n := 0
+	for _, svc := range f.Services {
+		n += svc.Scale
+	}
+	return n
 }

@@ -463,3 +463,12 @@ func TestReconcileFormationClaims(t *testing.T) {
 		t.Fatalf("refused again: %s", kinds(d.Actions))
 	}
 }
+
+func TestReconcileInstanceCap(t *testing.T) {
+	w, m := world(t, "c1", strings.Replace(web, "scale: 2", "scale: 900", 1)), memory()
+	d := Reconcile(Input{World: w, Memory: m, Policy: policy()})
+	rec, ok := d.Actions[0].(Record)
+	if !ok || !strings.Contains(rec.Why, "asks for 900 instances, over this installation's limit of 500") {
+		t.Fatalf("over the cap: %s %+v", kinds(d.Actions), d.Actions)
+	}
+}

@@ -44,6 +44,10 @@ type Config struct {
 	// KeepReleases is how many releases per service are kept besides those in use
 	// (default 10).
 	KeepReleases int
+	// MaxInstances caps the instances one formation may ask for, over all its services
+	// (default 500): a gilliam.yml past it is refused, so one repository cannot ask the
+	// scheduler for more than the operator allows.
+	MaxInstances int
 	// MaxPreviews caps the preview formations alive at once, over every repository
 	// (default 10): a pull request beyond it gets none until another goes.
 	MaxPreviews int
@@ -125,6 +129,9 @@ func withDefaults(cfg Config) Config {
 	if cfg.MaxPreviews == 0 {
 		cfg.MaxPreviews = 10
 	}
+	if cfg.MaxInstances == 0 {
+		cfg.MaxInstances = 500
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -147,7 +154,7 @@ func (s *Syncer) policy() Policy { return s.cfg.Policy() }
 // decides with.
 func (c Config) Policy() Policy {
 	c = withDefaults(c)
-	return Policy{KeepReleases: c.KeepReleases, MaxPreviews: c.MaxPreviews, Placement: c.Placement,
+	return Policy{KeepReleases: c.KeepReleases, MaxPreviews: c.MaxPreviews, MaxInstances: c.MaxInstances, Placement: c.Placement,
 		Retry: fault.Backoff{Base: c.RetryBase, Max: c.RetryMax}}
 }
 

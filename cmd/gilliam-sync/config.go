@@ -45,6 +45,11 @@ type daemonConfig struct {
 	Releases struct {
 		Keep int `yaml:"keep"`
 	} `yaml:"releases"`
+	Limits struct {
+		// InstancesPerFormation caps the instances one formation may ask for, over all
+		// its services (default 500): a gilliam.yml past it is refused.
+		InstancesPerFormation int `yaml:"instances_per_formation"`
+	} `yaml:"limits"`
 	Previews struct {
 		Max int `yaml:"max"`
 	} `yaml:"previews"`

@@ -106,7 +106,7 @@ func runSyncDaemon(ctx context.Context, cfg *daemonConfig, store *state.Store, l
 	sc := sync.Config{
 		Repos: cfg.Repos, DataDir: cfg.Data, Interval: cfg.Interval,
 		ID: cfg.Leader.ID, LockTTL: cfg.Leader.LockTTL, LockDelay: cfg.Leader.LockDelay,
-		KeepReleases: cfg.Releases.Keep, MaxPreviews: cfg.Previews.Max,
+		KeepReleases: cfg.Releases.Keep, MaxPreviews: cfg.Previews.Max, MaxInstances: cfg.Limits.InstancesPerFormation,
 		Logger: log.With("component", "sync"), Failpoint: failpoint(log),
 	}
 	sc.Placement.Binpack, sc.Placement.DeadAfter = cfg.Placement.Binpack, cfg.Placement.DeadAfter
