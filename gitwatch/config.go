@@ -36,6 +36,8 @@ type RepoConfig struct {
 	Webhook *Webhook `yaml:"webhook,omitempty"`
 	// Previews deploys pull requests and branches matching patterns as previews.
 	Previews *Previews `yaml:"previews,omitempty"`
+	// Checkout bounds what a build's checkout of this repository may write.
+	Checkout CheckoutLimits `yaml:"checkout,omitempty"`
 }
 
 // Auth is where the credentials for a repository come from. Files and environment
@@ -159,6 +161,11 @@ func (c *RepoConfig) Validate() error {
 	}
 
 	errs = append(errs, c.Auth.validate(scheme, loopback(c.URL))...)
+
+	if c.Checkout.MaxFiles < 0 || c.Checkout.MaxBytes < 0 || c.Checkout.MaxFileBytes < 0 {
+		bad("checkout", "limits cannot be negative")
+	}
+	c.Checkout = c.Checkout.withDefaults()
 
 	if c.Webhook != nil {
 		if c.Forge == "" {

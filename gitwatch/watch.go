@@ -179,6 +179,7 @@ func Watch(cfg RepoConfig, dataDir string, log *slog.Logger) (*Watcher, error) {
 	if err != nil {
 		return nil, err
 	}
+	repo.limits = cfg.Checkout.withDefaults()
 	return newWatcher(repo, cfg, log), nil
 }
 
