@@ -29,10 +29,11 @@ const rememberedDeliveries = 4096
 // deployed is what the poll finds. It answers at once (202); the poll runs in the
 // watcher's Run, and hooks that arrive while one is pending coalesce into it.
 //
-// Answers: 405 for anything but POST, 404 for an unknown forge path or a repository not
-// watched with a webhook secret for that forge, 413 for a body over Limit, 400 for a body
-// that is not a hook, 401 for a missing or wrong signature and for a delivery id seen
-// before with a different body.
+// Answers: 405 for anything but POST, 404 for an unknown forge path, 413 for a body over
+// Limit, 400 for a body that is not a hook, 401 for a missing or wrong signature, for a
+// repository not watched with a webhook for that forge (the same status and body: the
+// receiver does not tell who is watched), and for a delivery id seen before with a
+// different body.
 type Webhooks struct {
 	// Limit is the largest body accepted, in bytes; 0 means DefaultWebhookLimit.
 	Limit int64
@@ -158,22 +159,26 @@ func (h *Webhooks) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	}
 	candidates := h.find(p.urls(), forge)
 	if len(candidates) == 0 {
+		// The same answer as a wrong signature, after the same work: whoever sends hooks
+		// without the secret learns nothing of what is watched.
 		h.log.Debug("webhook for a repository not watched", "forge", forge)
-		http.Error(rw, "repository not watched with a "+string(forge)+" webhook", http.StatusNotFound)
+		signed(forge, r.Header, body, unknownSecret)
+		http.Error(rw, refusedAnswer, http.StatusUnauthorized)
 		return
 	}
 	var matched []*Watcher
 	for _, w := range candidates {
-		if ok, err := signed(forge, r.Header, body, w.cfg.Webhook); err != nil {
+		secret, err := readSecret("webhook secret", w.cfg.Webhook.SecretFile, w.cfg.Webhook.SecretEnv)
+		if err != nil {
 			h.refused(w, err.Error())
-		} else if ok {
+		} else if signed(forge, r.Header, body, secret) {
 			matched = append(matched, w)
 		} else {
 			h.refused(w, "missing or wrong signature")
 		}
 	}
 	if len(matched) == 0 {
-		http.Error(rw, "missing or wrong signature", http.StatusUnauthorized)
+		http.Error(rw, refusedAnswer, http.StatusUnauthorized)
 		return
 	}
 	if !h.firstDelivery(forge, r.Header, body) {
@@ -226,33 +231,34 @@ func (h *Webhooks) find(urls []string, forge Forge) []*Watcher {
 	return nil
 }
 
+// refusedAnswer is the body of a 401, for a wrong signature and an unknown repository alike.
+const refusedAnswer = "missing or wrong signature"
+
+// unknownSecret signs nothing: checking a hook for an unknown repository against it costs
+// what checking a real one does.
+const unknownSecret = "no repository is watched with this secret"
+
 // signed checks a hook's signature with the secret of one repository, in constant time.
 // GitHub and Gitea sign the raw body with HMAC-SHA256; GitLab sends the secret itself.
-func signed(forge Forge, header http.Header, body []byte, wh *Webhook) (bool, error) {
-	secret, err := readSecret("webhook secret", wh.SecretFile, wh.SecretEnv)
-	if err != nil {
-		return false, err
-	}
+func signed(forge Forge, header http.Header, body []byte, secret string) bool {
 	var sig string
 	switch forge {
 	case GitHub:
 		var ok bool
 		if sig, ok = strings.CutPrefix(header.Get("X-Hub-Signature-256"), "sha256="); !ok {
-			return false, nil
+			sig = ""
 		}
 	case Gitea:
 		sig = header.Get("X-Gitea-Signature")
 	case GitLab:
 		token := header.Get("X-Gitlab-Token")
-		return token != "" && subtle.ConstantTimeCompare([]byte(token), []byte(secret)) == 1, nil
-	}
-	got, err := hex.DecodeString(sig)
-	if err != nil || len(got) != sha256.Size {
-		return false, nil
+		return token != "" && subtle.ConstantTimeCompare([]byte(token), []byte(secret)) == 1
 	}
 	mac := hmac.New(sha256.New, []byte(secret))
 	mac.Write(body)
-	return hmac.Equal(got, mac.Sum(nil)), nil
+	want := mac.Sum(nil)
+	got, err := hex.DecodeString(sig)
+	return err == nil && hmac.Equal(got, want)
 }
 
 // firstDelivery remembers a verified hook's delivery id and reports false when the same

@@ -197,7 +197,7 @@ func TestWebhooks(t *testing.T) {
 				{"wrong secret", body, wrong.headers(body, "push"), http.StatusUnauthorized},
 				{"replayed with an altered body", altered, valid, http.StatusUnauthorized},
 				{"oversize", oversize, h.f.headers(oversize, "push"), http.StatusRequestEntityTooLarge},
-				{"unknown repository", other, h.f.headers(other, "push"), http.StatusNotFound},
+				{"unknown repository", other, h.f.headers(other, "push"), http.StatusUnauthorized},
 				{"not JSON", []byte("{"), h.f.headers([]byte("{"), "push"), http.StatusBadRequest},
 			} {
 				if code := send(t, h.hooks.URL, forge, tc.body, tc.h); code != tc.want {
@@ -206,8 +206,8 @@ func TestWebhooks(t *testing.T) {
 			}
 			for _, other := range forges {
 				if other != forge {
-					if code := send(t, h.hooks.URL, other, body, forgeHook{forge: other, secret: h.f.secret}.headers(body, "push")); code != http.StatusNotFound {
-						t.Errorf("a %s hook for a %s repository: %d, want 404", other, forge, code)
+					if code := send(t, h.hooks.URL, other, body, forgeHook{forge: other, secret: h.f.secret}.headers(body, "push")); code != http.StatusUnauthorized {
+						t.Errorf("a %s hook for a %s repository: %d, want 401", other, forge, code)
 					}
 				}
 			}
