@@ -72,6 +72,9 @@ type Previews struct {
 	// Branches are path.Match patterns of branch names (feature/*): each matching branch
 	// is a preview, which works with any git server.
 	Branches []string `yaml:"branches,omitempty"`
+	// Forks lets pull requests from forks have previews: their code is anyone's. Off by
+	// default; a pull request whose origin no signed webhook told counts as a fork.
+	Forks bool `yaml:"forks,omitempty"`
 }
 
 // Forge is a kind of git server.
@@ -183,6 +186,9 @@ func (c *RepoConfig) Validate() error {
 			if err := checkRefPattern(b, "refs/heads/"); err != nil {
 				bad(fmt.Sprintf("previews.branches[%d]", i), "%v", err)
 			}
+		}
+		if p.Forks && !p.PullRequests {
+			bad("previews.forks", "only means something with pull_requests: true")
 		}
 	}
 	return errors.Join(errs...)

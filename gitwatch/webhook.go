@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"time"
 )
 
 // DefaultWebhookLimit is the largest webhook body accepted by default. Forges trim push
@@ -82,14 +83,35 @@ type hook struct {
 		GitSSHURL  string `json:"git_ssh_url"`
 		WebURL     string `json:"web_url"`
 	} `json:"project"`
-	Action string `json:"action"` // GitHub, Gitea
-	Number int    `json:"number"`
+	Action      string `json:"action"` // GitHub, Gitea
+	Number      int    `json:"number"`
+	PullRequest struct {
+		UpdatedAt string `json:"updated_at"`
+		Head      struct {
+			SHA  string    `json:"sha"`
+			Repo *hookRepo `json:"repo"` // null when the fork was deleted
+		} `json:"head"`
+		Base struct {
+			Repo *hookRepo `json:"repo"`
+		} `json:"base"`
+	} `json:"pull_request"`
 	// GitLab merge requests.
 	ObjectKind       string `json:"object_kind"`
 	ObjectAttributes struct {
-		IID    int    `json:"iid"`
-		Action string `json:"action"`
+		IID             int    `json:"iid"`
+		Action          string `json:"action"`
+		SourceProjectID int64  `json:"source_project_id"`
+		TargetProjectID int64  `json:"target_project_id"`
+		UpdatedAt       string `json:"updated_at"`
+		LastCommit      struct {
+			ID string `json:"id"`
+		} `json:"last_commit"`
 	} `json:"object_attributes"`
+}
+
+type hookRepo struct {
+	ID       int64  `json:"id"`
+	FullName string `json:"full_name"`
 }
 
 func (p *hook) urls() []string {
@@ -98,31 +120,65 @@ func (p *hook) urls() []string {
 		p.Project.GitHTTPURL, p.Project.GitSSHURL, p.Project.WebURL}
 }
 
-// pullRequest is the pull request the hook says closed (or reopened), if it says so.
-func (p *hook) pullRequest(forge Forge, event string) (int, hint) {
+// pullRequest is the pull request a pull-request hook is about (0 for other hooks), where
+// its head comes from, and, when the hook says it closed, merged or reopened, that hint.
+func (p *hook) pullRequest(forge Forge, event string) (n int, origin Origin, h *hint) {
+	var action, head, updated string
 	switch forge {
 	case GitHub, Gitea:
 		if event != "pull_request" {
-			return 0, 0
+			return 0, OriginUnknown, nil
+		}
+		pr := p.PullRequest
+		n, head, updated = p.Number, pr.Head.SHA, pr.UpdatedAt
+		switch hr, br := pr.Head.Repo, pr.Base.Repo; {
+		case hr == nil || br == nil: // the head's repository was deleted: unknown
+		case hr.ID != 0 && br.ID != 0:
+			origin = map[bool]Origin{true: OriginSame, false: OriginFork}[hr.ID == br.ID]
+		case hr.FullName != "" && br.FullName != "":
+			origin = map[bool]Origin{true: OriginSame, false: OriginFork}[strings.EqualFold(hr.FullName, br.FullName)]
 		}
 		switch p.Action {
 		case "closed":
-			return p.Number, hintClosed
+			action = "close"
 		case "reopened":
-			return p.Number, hintReopened
+			action = "reopen"
 		}
 	case GitLab:
 		if p.ObjectKind != "merge_request" {
-			return 0, 0
+			return 0, OriginUnknown, nil
 		}
-		switch p.ObjectAttributes.Action {
+		a := p.ObjectAttributes
+		n, head, updated = a.IID, a.LastCommit.ID, a.UpdatedAt
+		switch {
+		case a.SourceProjectID == 0 || a.TargetProjectID == 0:
+		case a.SourceProjectID != a.TargetProjectID:
+			origin = OriginFork
+		default:
+			origin = OriginSame
+		}
+		switch a.Action {
 		case "close", "merge":
-			return p.ObjectAttributes.IID, hintClosed
+			action = "close"
 		case "reopen":
-			return p.ObjectAttributes.IID, hintReopened
+			action = "reopen"
 		}
 	}
-	return 0, 0
+	if action != "" {
+		h = &hint{closed: action == "close", head: head, at: hookTime(updated)}
+	}
+	return n, origin, h
+}
+
+// hookTime parses a payload's updated_at: RFC 3339 (GitHub, Gitea, recent GitLab) or
+// GitLab's "2006-01-02 15:04:05 UTC". Zero when it is neither.
+func hookTime(s string) time.Time {
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02 15:04:05 MST", "2006-01-02 15:04:05 -0700"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t
+		}
+	}
+	return time.Time{}
 }
 
 func (h *Webhooks) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
@@ -189,11 +245,12 @@ func (h *Webhooks) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		return
 	}
 	event := r.Header.Get(map[Forge]string{GitHub: "X-GitHub-Event", GitLab: "X-Gitlab-Event", Gitea: "X-Gitea-Event"}[forge])
-	n, hint := p.pullRequest(forge, event)
+	n, origin, hint := p.pullRequest(forge, event)
 	for _, w := range matched {
 		h.accepted(w)
-		if n > 0 {
-			w.hint(n, hint)
+		w.origin(n, origin)
+		if hint != nil {
+			w.hint(n, *hint)
 		}
 		w.Trigger()
 	}
