@@ -22,7 +22,9 @@ type CheckoutLimits struct {
 	MaxFiles int `yaml:"max_files,omitempty"`
 	// MaxBytes is the most bytes of file content one export writes. Default 1 GiB.
 	MaxBytes int64 `yaml:"max_bytes,omitempty"`
-	// MaxFileBytes is the largest single file. Default 256 MiB.
+	// MaxFileBytes is the largest single file, and the largest object a fetch accepts
+	// (go-git holds each fetched object whole in memory once: this bounds that too; for
+	// the fetch, never below 1 MiB). Default 100 MiB, GitHub's own limit on a file.
 	MaxFileBytes int64 `yaml:"max_file_bytes,omitempty"`
 }
 
@@ -30,7 +32,7 @@ type CheckoutLimits struct {
 const (
 	DefaultMaxFiles     = 100_000
 	DefaultMaxBytes     = 1 << 30
-	DefaultMaxFileBytes = 256 << 20
+	DefaultMaxFileBytes = 100 << 20
 )
 
 func (l CheckoutLimits) withDefaults() CheckoutLimits {

@@ -77,6 +77,9 @@ func open(rawURL, dir string, creds credentials) (*Repo, error) {
 // it costs a few buffers to read, whatever its size.
 const streamAbove = 1 << 20
 
+// minFetchLimit is the smallest object size limit a fetch applies.
+const minFetchLimit = 1 << 20
+
 // openCache opens the bare cache in dir with the storage options Open and Init use.
 func openCache(dir string) (*git.Repository, error) {
 	return git.Open(cacheStorage(dir), nil)
@@ -164,9 +167,17 @@ func (r *Repo) fetch(ctx context.Context, refs []string) error {
 		specs[i] = gitconfig.RefSpec("+" + ref + ":" + ref)
 	}
 	// The remote is built on the cache's storage each time: the storage changes on re-clone.
-	remote := git.NewRemote(r.git.Storer, r.remote.Config())
+	// The pack goes through guardedStorage, which refuses objects over the size limit
+	// before go-git reads them whole (a limit set below 1 MiB applies to checkouts only:
+	// commits and trees of a real repository may be larger than a file limit that small).
+	st := r.git.Storer
+	if fs, ok := st.(*filesystem.Storage); ok {
+		st = guardedStorage{Storage: fs, limit: max(r.limits.MaxFileBytes, minFetchLimit)}
+	}
+	remote := git.NewRemote(st, r.remote.Config())
 	err = remote.FetchContext(ctx, &git.FetchOptions{RefSpecs: specs, Auth: auth, Force: true, Tags: git.NoTags})
 	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
+		cleanTempPacks(r.dir)
 		return scrub(fmt.Errorf("fetch %s from %s: %w", strings.Join(refs, ", "), Sanitize(r.URL), classify(err)), r.URL)
 	}
 	return nil
