@@ -50,7 +50,7 @@ type daemonConfig struct {
 	// Webhooks is the webhook receiver (POST /hooks/github, /hooks/gitlab, /hooks/gitea):
 	// listen address (empty: no receiver), TLS, timeouts and caps; see docs/gitwatch.md.
 	Webhooks gitwatch.ServerConfig `yaml:"webhooks"`
-	Repos []gitwatch.RepoConfig `yaml:"repos"`
+	Repos    []gitwatch.RepoConfig `yaml:"repos"`
 }
 
 // defaults of the keys a file leaves out.
