@@ -8,6 +8,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"syscall"
 
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
@@ -348,12 +349,13 @@ func checkLinkTarget(p, target string) error {
 }
 
 // checkLinks resolves every link written, inside the export: one that leads out through
-// other links (sub/up -> .., then out -> sub/up/..) is refused. A link to nothing inside
-// the tree (dangling) is allowed, as git allows it.
+// other links (sub/up -> .., then out -> sub/up/..) is refused, and so is a loop of links.
+// A link to nothing inside the tree (dangling, or through a file) is allowed, as git
+// allows it.
 func (x *exporter) checkLinks() error {
 	for _, p := range x.links {
 		_, err := x.root.Stat(p)
-		if err == nil || errors.Is(err, fs.ErrNotExist) {
+		if err == nil || errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
 			continue
 		}
 		return x.refuse(p, "the link does not resolve inside the tree: %v", err)

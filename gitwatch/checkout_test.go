@@ -184,6 +184,7 @@ func TestExportRefusesCraftedTrees(t *testing.T) {
 		{"link-through-link", c.tree(c.dir("sub", c.link("up", "..")), c.link("out", "sub/up/..")), "does not resolve inside the tree"},
 		{"link-through-link-then-write", c.tree(c.dir("sub", c.link("up", "..")), c.link("out", "sub/up/.."), c.dir("z", c.file("pwned", "x"))), "does not resolve inside the tree"},
 		{"link-backslash", c.tree(c.link("x", `..\..`)), "backslash"},
+		{"link-loop", c.tree(c.link("a", "b"), c.link("b", "a")), "does not resolve inside the tree"},
 	}
 	commits := map[string]string{}
 	for _, tc := range cases {
@@ -268,6 +269,7 @@ func TestExportWritesLinksInside(t *testing.T) {
 			c.link("l", "sub/a"),
 			c.link("d", "sub"),
 			c.link("dangling", "sub/nothing"),
+			c.link("through-file", "run.sh/x"),
 			c.exe("run.sh", "#!/bin/sh\n")),
 		c.file("gilliam.yml", "x: 1\n")))
 	w := watch(t, gitwatch.RepoConfig{URL: r.URL}, nil)
