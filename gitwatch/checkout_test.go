@@ -290,6 +290,10 @@ func TestExportWritesLinksInside(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "gilliam.yml")); err == nil {
 		t.Fatal("the export of svc holds a file of the root")
 	}
+	// ReadFile reads files only: a link where a gilliam.yml is expected is refused.
+	if _, err := w.Repo().ReadFile(commit, "svc/l"); !errors.As(err, new(*gitwatch.TreeError)) || !strings.Contains(err.Error(), "not a file") {
+		t.Fatalf("ReadFile of a link: %v", err)
+	}
 	// A link out of the exported folder is out of the tree, even if it stays in the
 	// repository: the build sees the folder alone.
 	commit = c.push("main", c.tree(c.dir("svc", c.link("shared", "../shared")), c.dir("shared", c.file("x", "1"))))
