@@ -149,7 +149,8 @@ func (x *exporter) treeErr(rel string, err error) error {
 // tree writes the entries of t into the folder rel ("" for dir itself).
 func (x *exporter) tree(t *object.Tree, rel string) error {
 	seen := make(map[string]bool, len(t.Entries))
-	for _, e := range t.Entries {
+	prev := ""
+	for i, e := range t.Entries {
 		p := join(rel, e.Name)
 		if err := checkName(e.Name); err != nil {
 			return x.refuse(p, "%v", err)
@@ -158,6 +159,13 @@ func (x *exporter) tree(t *object.Tree, rel string) error {
 			return x.refuse(p, "the name appears twice in its folder")
 		}
 		seen[e.Name] = true
+		// git writes entries in order; go-git's lookups (ReadFile, TreeHash) rely on it, so
+		// a tree out of order (crafted) would show a build files they do not see.
+		sn := sortName(e)
+		if i > 0 && sn <= prev {
+			return x.refuse(p, "tree entries out of order (git never writes such a tree)")
+		}
+		prev = sn
 		if e.Mode == filemode.Submodule {
 			continue // a submodule's commit is not in this repository: skipped, as before
 		}
@@ -189,6 +197,14 @@ func (x *exporter) tree(t *object.Tree, rel string) error {
 		}
 	}
 	return nil
+}
+
+// sortName is what git orders tree entries by: the name, with a slash after a folder's.
+func sortName(e object.TreeEntry) string {
+	if e.Mode == filemode.Dir {
+		return e.Name + "/"
+	}
+	return e.Name
 }
 
 func join(dir, name string) string {
