@@ -53,12 +53,10 @@ type daemonConfig struct {
 	Previews struct {
 		Max int `yaml:"max"`
 	} `yaml:"previews"`
-	Webhooks struct {
-		// Listen is the address of the webhook receiver (POST /hooks/github, /hooks/gitlab,
-		// /hooks/gitea); empty: no receiver.
-		Listen string `yaml:"listen"`
-	} `yaml:"webhooks"`
-	Repos []gitwatch.RepoConfig `yaml:"repos"`
+	// Webhooks is the webhook receiver (POST /hooks/github, /hooks/gitlab, /hooks/gitea):
+	// listen address (empty: no receiver), TLS, timeouts and caps; see docs/gitwatch.md.
+	Webhooks gitwatch.ServerConfig `yaml:"webhooks"`
+	Repos    []gitwatch.RepoConfig `yaml:"repos"`
 }
 
 // defaults of the keys a file leaves out.
@@ -122,6 +120,11 @@ func (c *daemonConfig) validate() error {
 	}
 	if err := gitwatch.ValidateRepos(c.Repos); err != nil {
 		errs = append(errs, err)
+	}
+	if c.Webhooks.Listen != "" {
+		if err := c.Webhooks.Validate(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -2,13 +2,10 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -115,20 +112,16 @@ func runSyncDaemon(ctx context.Context, cfg *daemonConfig, store *state.Store, l
 		return err
 	}
 	if cfg.Webhooks.Listen != "" {
-		l, err := net.Listen("tcp", cfg.Webhooks.Listen)
+		hooks, err := gitwatch.Listen(cfg.Webhooks, gitwatch.NewWebhooks(syncer.Watchers(), log.With("component", "webhooks")), log.With("component", "webhooks"))
 		if err != nil {
-			return fmt.Errorf("webhook receiver: %w", err)
+			return err
 		}
-		mux := http.NewServeMux()
-		mux.Handle("/hooks/", gitwatch.NewWebhooks(syncer.Watchers(), log.With("component", "webhooks")))
-		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		go func() { <-ctx.Done(); srv.Close() }()
 		go func() {
-			if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+			if err := hooks.Serve(ctx); err != nil {
 				log.Error("webhook receiver stopped", "err", err)
 			}
 		}()
-		log.Info("webhook receiver listening", "address", l.Addr().String())
+		log.Info("webhook receiver listening", "address", hooks.Addr().String(), "tls", hooks.TLS())
 	}
 	go collectBuilds(ctx, cfg, syncer, builder, store, log.With("component", "gc"))
 	return syncer.Run(ctx)
