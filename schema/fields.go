@@ -130,7 +130,7 @@ var restartFields = []field[Restart]{
 
 var previewFields = []field[Previews]{
 	boolean("enabled", func(v *Previews) *bool { return &v.Enabled }, false,
-		"Whether pull requests get preview formations."),
+		"Ignored, kept for compatibility: whether previews run is the operator's, in the watch list; this file only shapes them."),
 	duration("ttl", func(v *Previews) *time.Duration { return &v.TTL }, time.Minute, DefaultPreviewTTL,
 		"A preview whose pull request sees no new commit for this long is torn down; at least 1m."),
 	{key: "services", def: emptyMapping,

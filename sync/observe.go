@@ -223,8 +223,14 @@ func (o *observer) repoViews() []RepoView {
 func targetsOf(r *repoState, refs map[string]string) []Target {
 	var out []Target
 	add := func(ref string, kind gitwatch.RefKind, pr int) {
+		denied := ""
+		if kind != gitwatch.RefDeployed {
+			if ok, why := r.w.PreviewAllowed(ref); !ok {
+				denied = why
+			}
+		}
 		for _, file := range r.cfg.Files {
-			out = append(out, Target{Repo: r.key, RepoURL: gitwatch.Sanitize(r.cfg.URL), Ref: ref, File: file, Commit: refs[ref], Kind: kind, PR: pr})
+			out = append(out, Target{Repo: r.key, RepoURL: gitwatch.Sanitize(r.cfg.URL), Ref: ref, File: file, Commit: refs[ref], Kind: kind, PR: pr, Denied: denied})
 		}
 	}
 	if ref := deployRef(r.w, refs); ref != "" {

@@ -109,6 +109,10 @@ func decideTarget(in Input, t Target, d *Decision, touched map[string]bool) {
 	if t.Commit == "" || (seen && ot.Commit == t.Commit && ot.TornDown) {
 		return
 	}
+	if t.Denied != "" {
+		d.add(Notice{Key: "denied " + t.ID() + " " + t.Commit, Message: "no preview: the watch list's policy refuses it", Args: []any{"repo", t.RepoURL, "ref", t.Ref, "why", t.Denied}})
+		return
+	}
 	cause := "push"
 	refused := seen && ot.Commit == t.Commit && ot.Error != "" // tried again: the name may have been transferred
 	if seen && ot.Commit == t.Commit && !refused {
@@ -131,11 +135,6 @@ func decideTarget(in Input, t Target, d *Decision, touched map[string]bool) {
 		return
 	}
 	f := src.Formation
-	if t.preview() && !f.Previews.Enabled {
-		d.add(Notice{Key: "previews off " + t.ID(), Message: "no preview: previews are off in this gilliam.yml", Args: []any{"repo", t.RepoURL, "ref", t.Ref, "file", t.File}})
-		d.add(Record{Target: t, Observed: withTarget(obs, t, func(o *state.ObservedTarget) { o.Commit = t.Commit }), Why: "previews are off"})
-		return
-	}
 	name := formationName(t, f)
 	if c := w.KV.Claims[nameOf(t, f)]; c != nil && (c.Repo != t.Repo || c.File != t.File) {
 		refuse(in, t, fmt.Errorf("commit %s: formation %s belongs to %s (file %s); %s's %s may not deploy it: rename the formation, or move it with `gilliam-sync formations transfer %s --to %s`",

@@ -50,6 +50,9 @@ type Target struct {
 	Kind    gitwatch.RefKind
 	PR      int
 	Source  *Source
+	// Denied says why the watch list's preview policy refuses this preview (a pull
+	// request from a fork, say); empty when it may deploy.
+	Denied string
 }
 
 // Key names the target in the repository's observed record.
