@@ -2,6 +2,7 @@ package sync
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -109,6 +110,9 @@ func (r *dryRun) apply(ctx context.Context, a Action) (bool, error) {
 		out := ImagesOutcome{Commit: a.Target.Commit, Images: map[string]string{}}
 		r.images = map[string]bool{}
 		for _, req := range a.Requests {
+			if req.TreeHash != "" {
+				req.Source = func(string) error { return errors.New("plan never builds") }
+			}
 			image, found, err := r.lookup.Lookup(ctx, req)
 			if err != nil {
 				return false, fmt.Errorf("service %s: %w", req.Service, err)
