@@ -31,13 +31,14 @@ type observer struct {
 	passingSince map[string]time.Time
 	failingSince map[string]time.Time
 	sources      map[string]*Source // commit + file ->
-	changed      chan struct{}      // closed and replaced on every new KV snapshot
+	changed      chan struct{}      // closed and replaced on every new answer
+	answered     map[string]bool    // which of state, hosts and health answered since follow began
 }
 
 func newObserver(store *state.Store, repos []*repoState, now func() time.Time, log *slog.Logger, news func()) *observer {
 	return &observer{store: store, repos: repos, now: now, log: log, news: news, kv: store.EmptySnapshot(),
 		health: map[string]state.InstanceCheck{}, passingSince: map[string]time.Time{}, failingSince: map[string]time.Time{},
-		sources: map[string]*Source{}, changed: make(chan struct{})}
+		sources: map[string]*Source{}, changed: make(chan struct{}), answered: map[string]bool{}}
 }
 
 // wait is how long one blocking query waits when nothing changes.
@@ -45,6 +46,9 @@ const wait = 5 * time.Minute
 
 // follow runs the three blocking queries until ctx ends.
 func (o *observer) follow(ctx context.Context) {
+	o.mu.Lock()
+	o.answered = map[string]bool{}
+	o.mu.Unlock()
 	var wg stdsync.WaitGroup
 	failing := func(what string) func(error) {
 		return func(err error) {
@@ -84,11 +88,8 @@ func (o *observer) fetchKV(ctx context.Context, index uint64) (uint64, error) {
 		return 0, err
 	}
 	o.mu.Lock()
-	if snap.Index != o.kv.Index {
-		close(o.changed)
-		o.changed = make(chan struct{})
-	}
 	o.kv = snap
+	o.answer("state")
 	o.mu.Unlock()
 	for _, p := range snap.Problems {
 		o.log.Warn("a key in Consul could not be read; it is left out", "problem", p)
@@ -103,6 +104,7 @@ func (o *observer) fetchHosts(ctx context.Context, index uint64) (uint64, error)
 	}
 	o.mu.Lock()
 	o.hosts = hosts
+	o.answer("hosts")
 	o.mu.Unlock()
 	return next, nil
 }
@@ -114,20 +116,42 @@ func (o *observer) fetchHealth(ctx context.Context, index uint64) (uint64, error
 	}
 	o.mu.Lock()
 	o.health = health
+	o.answer("health")
 	o.mu.Unlock()
 	return next, nil
+}
+
+// answer records that one of the watches answered, and wakes the waiters. Called with
+// o.mu held.
+func (o *observer) answer(what string) {
+	o.answered[what] = true
+	close(o.changed)
+	o.changed = make(chan struct{})
+}
+
+// ready waits until all three watches have answered since follow began: a decision on the
+// state without the hosts would see every host gone and move every instance.
+func (o *observer) ready(ctx context.Context) {
+	o.waitFor(ctx, time.Duration(1<<62), func() bool {
+		return o.answered["state"] && o.answered["hosts"] && o.answered["health"]
+	})
 }
 
 // waitPast returns once a KV snapshot newer than index is in, or after d: a decision
 // after a write then sees the write.
 func (o *observer) waitPast(ctx context.Context, index uint64, d time.Duration) {
+	o.waitFor(ctx, d, func() bool { return o.kv.Index > index })
+}
+
+// waitFor waits until done (called with o.mu held) holds, ctx ends or d passes.
+func (o *observer) waitFor(ctx context.Context, d time.Duration, done func() bool) {
 	deadline := time.NewTimer(d)
 	defer deadline.Stop()
 	for {
 		o.mu.Lock()
-		cur, changed := o.kv.Index, o.changed
+		ok, changed := done(), o.changed
 		o.mu.Unlock()
-		if cur > index {
+		if ok {
 			return
 		}
 		select {

@@ -242,7 +242,7 @@ func (s *Syncer) lead(ctx context.Context, lost <-chan struct{}) {
 		case <-ctx.Done():
 		}
 	}()
-	s.obs.waitPast(ctx, 0, 5*time.Second) // the first snapshot
+	s.obs.ready(ctx) // never decide on a partial picture
 	failing := false
 	for ctx.Err() == nil {
 		world := s.obs.World()
