@@ -85,6 +85,8 @@ type Config struct {
 	StatusRefresh  time.Duration
 	// Parallel is how many containers are created, started or stopped at once (8).
 	Parallel int
+	// PidsLimit is the most processes an instance's container may have (DefaultPidsLimit).
+	PidsLimit int64
 }
 
 func (c *Config) setDefaults() {
@@ -110,6 +112,9 @@ func (c *Config) setDefaults() {
 	def(&c.StatusRefresh, time.Minute)
 	if c.Parallel <= 0 {
 		c.Parallel = 8
+	}
+	if c.PidsLimit <= 0 {
+		c.PidsLimit = DefaultPidsLimit
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -333,7 +333,20 @@ func (d *Daemon) readyToCreate(ctx context.Context, p *pass, create []state.Inst
 // create creates and starts an instance's container, and registers it.
 func (d *Daemon) create(ctx context.Context, p *pass, inst state.Instance) {
 	rel := p.releases[inst.Release]
-	cfg, hc := containerSpec(d.cfg.ID, d.cfg.Advertise, inst, rel)
+	// The image's own user decides whether the instance runs as nobody.
+	img, err := d.docker.ImageInspect(ctx, rel.Image)
+	if err != nil {
+		if errdefs.IsNotFound(err) {
+			d.pulls.forget(rel.Image) // the image went away since it was seen
+		}
+		d.startFailed(p, inst, fmt.Errorf("inspect image %s: %w", rel.Image, err))
+		return
+	}
+	priv := privileges{PidsLimit: d.cfg.PidsLimit}
+	if img.Config != nil {
+		priv.ImageUser = img.Config.User
+	}
+	cfg, hc := containerSpec(d.cfg.ID, d.cfg.Advertise, inst, rel, priv)
 	created, err := d.docker.ContainerCreate(ctx, cfg, hc, nil, nil, ContainerName(d.cfg.ID, inst.ID))
 	if err != nil {
 		if errdefs.IsNotFound(err) {
@@ -425,7 +438,8 @@ func (d *Daemon) markRunning(ctx context.Context, p *pass, inst state.Instance, 
 func (d *Daemon) register(ctx context.Context, reg *api.AgentServiceRegistration) error {
 	ctx, cancel := context.WithTimeout(ctx, d.cfg.ConsulTimeout)
 	defer cancel()
-	if err := d.store.Client().Agent().ServiceRegisterOpts(reg, (api.ServiceRegisterOpts{}).WithContext(ctx)); err != nil {
+	// Through Raw: the API's registration type cannot say DisableRedirects.
+	if _, err := d.store.Client().Raw().Write("/v1/agent/service/register", definition(reg), nil, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
 		return fmt.Errorf("register %s in Consul: %w", reg.ID, err)
 	}
 	d.log.Info("instance registered in Consul", "instance", reg.ID, "service", reg.Name, "port", reg.Port)

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/docker/docker/api/types/container"
 	"github.com/hashicorp/consul/api"
 
 	"github.com/gilliam-sync/gilliam-sync/state"
@@ -53,18 +54,34 @@ var testRelease = &state.Release{
 var testInstance = state.Instance{ID: "shop-web-01234567-2", Formation: "shop", Service: "web", Release: testRelease.ID, Index: 2}
 
 func TestContainerSpecGolden(t *testing.T) {
-	cfg, hc := containerSpec("host-1", "10.0.0.5", testInstance, testRelease)
+	cfg, hc := containerSpec("host-1", "10.0.0.5", testInstance, testRelease, privileges{})
 	// What the host daemon sets, not every field of the engine's types.
-	golden(t, "container.json", map[string]any{
+	golden(t, "container.json", specFields(cfg, hc))
+
+	// A release with a low port, read-only, of an image that names its user, with the
+	// host's own pids limit.
+	low := *testRelease
+	low.Ports = []state.Port{{Port: 80}}
+	low.ReadOnly = true
+	low.Resources = state.Resources{}
+	cfg, hc = containerSpec("host-1", "10.0.0.5", testInstance, &low, privileges{ImageUser: "cnb", PidsLimit: 64})
+	golden(t, "container-low-port-read-only.json", specFields(cfg, hc))
+}
+
+func specFields(cfg *container.Config, hc *container.HostConfig) map[string]any {
+	return map[string]any{
 		"Image": cfg.Image, "Env": cfg.Env, "Entrypoint": cfg.Entrypoint, "Cmd": cfg.Cmd,
-		"ExposedPorts": cfg.ExposedPorts, "Labels": cfg.Labels,
+		"ExposedPorts": cfg.ExposedPorts, "Labels": cfg.Labels, "User": cfg.User,
 		"PortBindings": hc.PortBindings, "RestartPolicy": hc.RestartPolicy,
-		"CPUShares": hc.CPUShares, "Memory": hc.Memory, "LogConfig": hc.LogConfig,
-	})
+		"CPUShares": hc.CPUShares, "NanoCPUs": hc.NanoCPUs, "Memory": hc.Memory, "PidsLimit": hc.PidsLimit,
+		"CapDrop": hc.CapDrop, "CapAdd": hc.CapAdd, "SecurityOpt": hc.SecurityOpt,
+		"ReadonlyRootfs": hc.ReadonlyRootfs, "Tmpfs": hc.Tmpfs, "LogConfig": hc.LogConfig,
+	}
 }
 
 func TestRegistrationGolden(t *testing.T) {
-	golden(t, "registration.json", registration("host-1", "10.0.0.5", testInstance, testRelease, 32768, time.Minute))
+	// As the agent is sent it: DisableRedirects on the HTTP check.
+	golden(t, "registration.json", definition(registration("host-1", "10.0.0.5", testInstance, testRelease, 32768, time.Minute)))
 
 	tcp := *testRelease
 	tcp.Check = state.Check{Type: "tcp"}
@@ -73,7 +90,7 @@ func TestRegistrationGolden(t *testing.T) {
 	noPorts := *testRelease
 	noPorts.Ports = nil
 	golden(t, "registration-checks.json", map[string]any{
-		"tcp, default timings": registration("host-1", "10.0.0.5", testInstance, &tcp, 32768, time.Minute).Check,
+		"tcp, default timings": definition(registration("host-1", "10.0.0.5", testInstance, &tcp, 32768, time.Minute)).Check,
 		"none":                 registration("host-1", "10.0.0.5", testInstance, &none, 32768, time.Minute).Check,
 		"no ports":             registration("host-1", "10.0.0.5", testInstance, &noPorts, 0, time.Minute).Check,
 	})

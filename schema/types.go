@@ -37,6 +37,7 @@ type Service struct {
 	Resources   Resources
 	Constraints []Constraint // host labels an instance's host must match, all of them
 	Internal    bool         // an auxiliary service, never exposed outside the formation
+	ReadOnly    bool         // the container's root filesystem is read-only
 	DependsOn   []string     // services rolled out, and healthy, before this one
 	Rollout     Rollout
 	Restart     Restart

@@ -29,6 +29,8 @@ type Release struct {
 	Resources  Resources `json:"resources"`
 	Restart    Restart   `json:"restart"`
 	Internal   bool      `json:"internal,omitempty"`
+	// ReadOnly makes the container's root filesystem read-only (a tmpfs on /tmp).
+	ReadOnly bool `json:"read_only,omitempty"`
 
 	// Provenance, not part of the ID.
 	Commit  string    `json:"commit"`
@@ -77,6 +79,8 @@ type releaseContent struct {
 	Resources  Resources         `json:"resources"`
 	Restart    Restart           `json:"restart"`
 	Internal   bool              `json:"internal"`
+	// ReadOnly is left out when false, so releases made before it existed keep their IDs.
+	ReadOnly bool `json:"read_only,omitempty"`
 }
 
 // ComputeID returns the content hash a release's ID must be: 20 hex digits of SHA-256, short
@@ -85,7 +89,7 @@ func (r *Release) ComputeID() string {
 	b, err := json.Marshal(releaseContent{
 		Formation: r.Formation, Service: r.Service, Image: r.Image, Env: r.Env,
 		Entrypoint: r.Entrypoint, Command: r.Command, Ports: r.Ports, Check: r.Check,
-		Resources: r.Resources, Restart: r.Restart, Internal: r.Internal,
+		Resources: r.Resources, Restart: r.Restart, Internal: r.Internal, ReadOnly: r.ReadOnly,
 	})
 	if err != nil {
 		panic(fmt.Sprintf("state: marshal release content: %v", err)) // plain data: cannot fail
