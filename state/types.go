@@ -344,6 +344,9 @@ type HostStatus struct {
 	// Strays are containers with this host's labels that no assignment names (short
 	// container IDs): they are removed once they have been strays for the grace period.
 	Strays []string `json:"strays,omitempty"`
+	// ImagesRemoved are the last images the host removed (its own pulls that no assignment
+	// named for its image GC grace), newest last.
+	ImagesRemoved []RemovedImage `json:"images_removed,omitempty"`
 	// Started is when the host daemon started, so a restart shows.
 	Started time.Time `json:"started,omitzero"`
 	// Updated is when this report was written; a host daemon rewrites it at least every
@@ -375,4 +378,18 @@ type InstanceStatus struct {
 	NextRestart time.Time `json:"next_restart,omitzero"`
 	Logs        []string  `json:"logs,omitempty"`
 	Error       string    `json:"error,omitempty"`
+	// RestartReason is why the instance was last restarted: "crash" (it exited) or
+	// "unhealthy" (its check stayed critical past its grace). UnhealthyRestarts counts the
+	// restarts for the second reason on this host, for the leader to move an instance that
+	// keeps failing here.
+	RestartReason     string `json:"restart_reason,omitempty"`
+	UnhealthyRestarts int    `json:"unhealthy_restarts,omitempty"`
+}
+
+// RemovedImage is an image a host daemon removed because no assignment had named it for
+// its grace period.
+type RemovedImage struct {
+	Image   string    `json:"image"`
+	Bytes   int64     `json:"bytes,omitempty"`
+	Removed time.Time `json:"removed"`
 }

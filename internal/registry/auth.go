@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+
+	"github.com/google/go-containerregistry/pkg/authn"
 )
 
 // Credential is a user name and a password: sent with HTTP Basic authentication, or the
@@ -239,4 +241,22 @@ func (r *Registry) authorize(w http.ResponseWriter, req *http.Request) bool {
 		writeError(w, http.StatusForbidden, "DENIED", "this credential may only pull")
 	}
 	return false
+}
+
+// Keychain gives cred for the registry at host (host:port) and defers to the Docker
+// keychain for every other registry: what the builder pushes to the embedded registry with.
+func Keychain(host string, cred Credential) authn.Keychain {
+	return authn.NewMultiKeychain(keychain{host: host, auth: &authn.Basic{Username: cred.Username, Password: cred.Password}}, authn.DefaultKeychain)
+}
+
+type keychain struct {
+	host string
+	auth authn.Authenticator
+}
+
+func (k keychain) Resolve(r authn.Resource) (authn.Authenticator, error) {
+	if r.RegistryStr() == k.host {
+		return k.auth, nil
+	}
+	return authn.Anonymous, nil
 }
