@@ -77,7 +77,7 @@ var portFields = []field[Port]{
 }
 
 var checkFields = []field[Check]{
-	{key: "http", doc: "Check with an HTTP GET of this path on the primary port: a 2xx or 3xx answer is healthy.",
+	{key: "http", doc: "Check with an HTTP GET of this path on the primary port: a 2xx answer is healthy; a redirect is not followed and fails the check.",
 		schema: stringSchema(httpPathPattern),
 		decode: func(d *decoder, n *yaml.Node, p path, c *Check) {
 			if s, ok := d.str(n, p); ok {

@@ -69,7 +69,7 @@ type Check struct {
 
 // Check types.
 const (
-	CheckHTTP = "http" // GET Path answers 2xx or 3xx
+	CheckHTTP = "http" // GET Path answers 2xx (redirects are not followed)
 	CheckTCP  = "tcp"  // the port accepts a connection
 	CheckNone = "none" // healthy as soon as it runs
 )
