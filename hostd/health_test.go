@@ -257,4 +257,3 @@ func removeImage(e *env, ref string) {
 	defer cancel()
 	e.docker.Client.ImageRemove(ctx, ref, image.RemoveOptions{})
 }
-

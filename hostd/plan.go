@@ -236,7 +236,8 @@ func judgeHealth(h history, known bool, status string, grace time.Duration, pol 
 		return h, false, time.Time{}
 	case "critical":
 	default:
-		return h, false, time.Time{} // warning: not failing
+		h.CriticalSince = time.Time{} // warning: not failing, and the critical streak ends
+		return h, false, time.Time{}
 	}
 	if booted := h.Started.Add(grace); in.Now.Before(booted) {
 		return h, false, booted

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -159,5 +160,31 @@ func TestStatusPacing(t *testing.T) {
 	w.wrote(st("running"), t0.Add(2*time.Second), errString("consul down"))
 	if write, _ := w.due(st("running"), t0.Add(4*time.Second), interval, refresh); !write {
 		t.Error("after a failed write, the same status is not written again")
+	}
+}
+
+func TestLoadRegistryAuth(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.json")
+	os.WriteFile(path, []byte(`{"auths": {
+		"127.0.0.1:5000": {"auth": "cHVsbDpzM2NyZXQ="},
+		"https://registry.example.com/": {"username": "u", "password": "p"}}}`), 0o600)
+	auth, err := LoadRegistryAuth(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if auth["127.0.0.1:5000"] != (RegistryCredential{"pull", "s3cret"}) || auth["registry.example.com"] != (RegistryCredential{"u", "p"}) || len(auth) != 2 {
+		t.Errorf("auth %v", auth)
+	}
+	os.WriteFile(path, []byte(`{"auths": {"r:1": {"auth": "bm8tY29sb24="}}}`), 0o600)
+	if _, err := LoadRegistryAuth(path); err == nil || strings.Contains(err.Error(), "no-colon") {
+		t.Errorf("a malformed auth: %v (the secret must not show)", err)
+	}
+	for ref, want := range map[string]string{
+		"127.0.0.1:5000/a/b@sha256:00": "127.0.0.1:5000", "registry.example.com/x:1": "registry.example.com",
+		"localhost/x": "localhost", "redis:7": "docker.io", "library/redis": "docker.io",
+	} {
+		if got := registryHost(ref); got != want {
+			t.Errorf("registryHost(%q) = %q, want %q", ref, got, want)
+		}
 	}
 }
