@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/docker/docker/client"
+	"github.com/google/go-containerregistry/pkg/authn"
 )
 
 // The kinds of service Build makes an image for: the values of `type` in gilliam.yml.
@@ -51,6 +52,9 @@ type Config struct {
 	LogsPerService int
 	// Logger receives what happens, build output included, line by line; nil discards it.
 	Logger *slog.Logger
+	// Keychain gives the credentials to push to Registry and to read images with (the
+	// lifecycle gets them too); nil means the Docker keychain (DOCKER_CONFIG, docker login).
+	Keychain authn.Keychain
 }
 
 // Builder turns a service at a commit into an image pinned by digest. There is one per
@@ -91,6 +95,9 @@ func New(cfg Config) (*Builder, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Keychain == nil {
+		cfg.Keychain = authn.DefaultKeychain
+	}
 	dir, err := filepath.Abs(cfg.DataDir)
 	if err != nil {
 		return nil, fmt.Errorf("build: data directory: %w", err)
@@ -102,7 +109,7 @@ func New(cfg Config) (*Builder, error) {
 		}
 	}
 	pack, err := NewBuildpacks(BuildpacksConfig{Builder: cfg.Builder, Registry: cfg.Registry,
-		PackHome: filepath.Join(dir, "pack"), Logger: cfg.Logger})
+		PackHome: filepath.Join(dir, "pack"), Logger: cfg.Logger, Keychain: cfg.Keychain})
 	if err != nil {
 		return nil, err
 	}
@@ -195,7 +202,7 @@ func (b *Builder) Build(ctx context.Context, req Request) (Result, error) {
 	}
 	log := b.log.With("formation", req.Formation, "service", req.Service)
 	if req.Kind == KindImage {
-		pinned, err := Resolve(ctx, req.Image)
+		pinned, err := resolve(ctx, b.cfg.Keychain, req.Image)
 		if err != nil {
 			return Result{}, err
 		}
@@ -208,7 +215,7 @@ func (b *Builder) Build(ctx context.Context, req Request) (Result, error) {
 		return Result{}, err
 	}
 	repo := Repository(b.cfg.Registry, req.Formation, req.Service)
-	if pinned, found, err := Find(ctx, repo, tag); err != nil {
+	if pinned, found, err := find(ctx, b.cfg.Keychain, repo, tag); err != nil {
 		return Result{}, err
 	} else if found {
 		b.published(pinned)
@@ -232,14 +239,14 @@ func (b *Builder) Lookup(ctx context.Context, req Request) (image string, found 
 		return "", false, err
 	}
 	if req.Kind == KindImage {
-		pinned, err := Resolve(ctx, req.Image)
+		pinned, err := resolve(ctx, b.cfg.Keychain, req.Image)
 		return pinned, err == nil, err
 	}
 	tag, err := b.tag(ctx, req)
 	if err != nil {
 		return "", false, err
 	}
-	return Find(ctx, Repository(b.cfg.Registry, req.Formation, req.Service), tag)
+	return find(ctx, b.cfg.Keychain, Repository(b.cfg.Registry, req.Formation, req.Service), tag)
 }
 
 // tag names the image of req's source in the registry: its tree hash, what builds it and
@@ -260,7 +267,7 @@ func (b *Builder) tag(ctx context.Context, req Request) (string, error) {
 func (b *Builder) run(ctx context.Context, req Request, repo, tag string, log *slog.Logger) (Result, error) {
 	start := time.Now()
 	// Built while this waited (by another daemon on the same registry)?
-	if pinned, found, err := Find(ctx, repo, tag); err == nil && found {
+	if pinned, found, err := find(ctx, b.cfg.Keychain, repo, tag); err == nil && found {
 		b.published(pinned)
 		return Result{Image: pinned, TreeHash: req.TreeHash, Duration: time.Since(start)}, nil
 	}
@@ -303,7 +310,7 @@ func (b *Builder) buildSource(ctx context.Context, req Request, repo, tag string
 		return "", fmt.Errorf("build %s/%s: write sources: %w", req.Formation, req.Service, err)
 	}
 	if req.Kind == KindDockerfile {
-		return buildDockerfile(ctx, b.docker, src, repo, tag, req, out)
+		return buildDockerfile(ctx, b.docker, b.cfg.Keychain, src, repo, tag, req, out)
 	}
 	res, err := b.pack.Build(ctx, PackRequest{Formation: req.Formation, Service: req.Service,
 		Source: src, Tag: tag, Env: req.Env, Log: out})

@@ -36,6 +36,7 @@ type Buildpacks struct {
 	builder  string
 	registry string
 	packHome string
+	keychain authn.Keychain
 	log      *slog.Logger
 
 	// runImage is the run image the builder names, read once; the lifecycle's exporter
@@ -55,6 +56,9 @@ type BuildpacksConfig struct {
 	PackHome string
 	// Logger receives what happens; nil discards it.
 	Logger *slog.Logger
+	// Keychain gives registry credentials to pack, the lifecycle and the run image copy;
+	// nil means the Docker keychain.
+	Keychain authn.Keychain
 }
 
 // NewBuildpacks returns a builder that publishes to cfg.Registry. It needs the Docker engine
@@ -70,12 +74,16 @@ func NewBuildpacks(cfg BuildpacksConfig) (*Buildpacks, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	keychain := cfg.Keychain
+	if keychain == nil {
+		keychain = authn.DefaultKeychain
+	}
 	docker, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
 	if err != nil {
 		return nil, fmt.Errorf("docker client: %w", err)
 	}
 	return &Buildpacks{docker: docker, builder: cfg.Builder, registry: strings.TrimSuffix(cfg.Registry, "/"),
-		packHome: cfg.PackHome, log: log}, nil
+		packHome: cfg.PackHome, log: log, keychain: keychain}, nil
 }
 
 // Registry is where images are published.
@@ -175,7 +183,7 @@ func (b *Buildpacks) Build(ctx context.Context, req PackRequest) (PackResult, er
 	if err != nil {
 		return PackResult{}, err
 	}
-	desc, err := remote.Head(ref, remote.WithContext(ctx), remote.WithAuthFromKeychain(authn.DefaultKeychain))
+	desc, err := remote.Head(ref, remote.WithContext(ctx), remote.WithAuthFromKeychain(b.keychain))
 	if err != nil {
 		return PackResult{}, fmt.Errorf("resolve %s: %w", tagged, err)
 	}
@@ -186,11 +194,11 @@ func (b *Buildpacks) Build(ctx context.Context, req PackRequest) (PackResult, er
 // when set, registry credentials from the Docker keychain.
 func (b *Buildpacks) packClient(out io.Writer) (*packclient.Client, error) {
 	opts := []packclient.Option{packclient.WithLogger(logging.NewLogWithWriters(out, out)),
-		packclient.WithKeychain(authn.DefaultKeychain)}
+		packclient.WithKeychain(b.keychain)}
 	if b.packHome != "" {
 		opts = append(opts,
 			packclient.WithDownloader(blob.NewDownloader(logging.NewSimpleLogger(out), filepath.Join(b.packHome, "download-cache"))),
-			packclient.WithIndexFactory(index.NewIndexFactory(authn.DefaultKeychain, filepath.Join(b.packHome, "manifests"))))
+			packclient.WithIndexFactory(index.NewIndexFactory(b.keychain, filepath.Join(b.packHome, "manifests"))))
 	}
 	pack, err := packclient.NewClient(opts...)
 	if err != nil {
@@ -246,7 +254,7 @@ func (b *Buildpacks) runImageMirror(ctx context.Context) (map[string][]string, e
 	if err != nil {
 		return nil, fmt.Errorf("run image mirror %s: %w", target, err)
 	}
-	auth := remote.WithAuthFromKeychain(authn.DefaultKeychain)
+	auth := remote.WithAuthFromKeychain(b.keychain)
 	if _, err := remote.Head(dst, remote.WithContext(ctx), auth); err != nil {
 		img, err := daemon.Image(src, daemon.WithContext(ctx))
 		if err != nil {

@@ -33,7 +33,7 @@ func LocalImage(formation, service string) string {
 // buildDockerfile builds the Dockerfile at the root of src with the engine's classic builder
 // (a base image the engine holds is not pulled again), then pushes the image to
 // repo:tag and returns it pinned by digest. Env becomes the build args.
-func buildDockerfile(ctx context.Context, docker *client.Client, src, repo, tag string, req Request, out io.Writer) (string, error) {
+func buildDockerfile(ctx context.Context, docker *client.Client, keychain authn.Keychain, src, repo, tag string, req Request, out io.Writer) (string, error) {
 	if _, err := os.Stat(filepath.Join(src, "Dockerfile")); err != nil {
 		return "", &dockerfileError{msg: "no Dockerfile at the root of the service's path"}
 	}
@@ -65,7 +65,7 @@ func buildDockerfile(ctx context.Context, docker *client.Client, src, repo, tag 
 		return "", err
 	}
 	fmt.Fprintf(out, "gilliam-sync: pushing %s\n", dst)
-	if err := remote.Write(dst, img, remote.WithContext(ctx), remote.WithAuthFromKeychain(authn.DefaultKeychain)); err != nil {
+	if err := remote.Write(dst, img, remote.WithContext(ctx), remote.WithAuthFromKeychain(keychain)); err != nil {
 		return "", fmt.Errorf("push %s: %w", dst, err)
 	}
 	digest, err := img.Digest()

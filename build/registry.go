@@ -52,13 +52,17 @@ func BuildEnv(env map[string]string) map[string]string {
 }
 
 // Find looks for repo:tag in its registry and returns it pinned by digest; found is false
-// when the tag does not exist.
+// when the tag does not exist. Credentials come from the Docker keychain.
 func Find(ctx context.Context, repo, tag string) (pinned string, found bool, err error) {
+	return find(ctx, authn.DefaultKeychain, repo, tag)
+}
+
+func find(ctx context.Context, keychain authn.Keychain, repo, tag string) (pinned string, found bool, err error) {
 	ref, err := name.NewTag(repo+":"+tag, name.Insecure)
 	if err != nil {
 		return "", false, err
 	}
-	desc, err := remote.Head(ref, remote.WithContext(ctx), remote.WithAuthFromKeychain(authn.DefaultKeychain))
+	desc, err := remote.Head(ref, remote.WithContext(ctx), remote.WithAuthFromKeychain(keychain))
 	var terr *transport.Error
 	if errors.As(err, &terr) && terr.StatusCode == http.StatusNotFound {
 		return "", false, nil
@@ -71,7 +75,12 @@ func Find(ctx context.Context, repo, tag string) (pinned string, found bool, err
 
 // Resolve pins an image reference to the digest its tag points at now, so a release never
 // changes under a moving tag. A reference pinned already is returned as it is.
+// Credentials come from the Docker keychain.
 func Resolve(ctx context.Context, image string) (string, error) {
+	return resolve(ctx, authn.DefaultKeychain, image)
+}
+
+func resolve(ctx context.Context, keychain authn.Keychain, image string) (string, error) {
 	ref, err := name.ParseReference(image, name.Insecure)
 	if err != nil {
 		return "", fmt.Errorf("image %s: %w", image, err)
@@ -79,7 +88,7 @@ func Resolve(ctx context.Context, image string) (string, error) {
 	if d, ok := ref.(name.Digest); ok {
 		return d.String(), nil
 	}
-	desc, err := remote.Head(ref, remote.WithContext(ctx), remote.WithAuthFromKeychain(authn.DefaultKeychain))
+	desc, err := remote.Head(ref, remote.WithContext(ctx), remote.WithAuthFromKeychain(keychain))
 	if err != nil {
 		return "", fmt.Errorf("resolve image %s: %w", image, err)
 	}

@@ -94,7 +94,7 @@ func BenchmarkConverge50(b *testing.B) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				cfg, hc := containerSpec(host, "127.0.0.1", inst, rel)
+				cfg, hc := containerSpec(host, "127.0.0.1", inst, rel, privileges{})
 				c, err := docker.Client.ContainerCreate(ctx, cfg, hc, nil, nil, state.ContainerName(host, inst.ID))
 				if err == nil {
 					err = docker.Client.ContainerStart(ctx, c.ID, container.StartOptions{})

@@ -81,10 +81,35 @@ func registration(host, advertise string, inst state.Instance, rel *state.Releas
 // without a port to check.
 func checked(rel *state.Release) bool { return rel.Check.Type != "none" && len(rel.Ports) > 0 }
 
-// sealed sets MetaRegistration to the hash of everything else in reg.
+// serviceDefinition is a registration as the agent is sent it: the API's type lacks the
+// check's DisableRedirects, which the agent has understood since Consul 1.15.
+type serviceDefinition struct {
+	*api.AgentServiceRegistration
+	Check *checkDefinition `json:",omitempty"` // shadows the embedded Check
+}
+
+type checkDefinition struct {
+	*api.AgentServiceCheck
+	// DisableRedirects keeps an HTTP check from following a redirect: an instance must not
+	// be able to point its check at another URL (Consul's own API, say) and have the
+	// agent's answer show in the check's output. A 3xx answer fails the check.
+	DisableRedirects bool `json:",omitempty"`
+}
+
+// definition is reg as the agent is sent it: an HTTP check never follows redirects.
+func definition(reg *api.AgentServiceRegistration) serviceDefinition {
+	def := serviceDefinition{AgentServiceRegistration: reg}
+	if reg.Check != nil {
+		def.Check = &checkDefinition{AgentServiceCheck: reg.Check, DisableRedirects: reg.Check.HTTP != ""}
+	}
+	return def
+}
+
+// sealed sets MetaRegistration to the hash of everything else in reg, as the agent is
+// sent it.
 func sealed(reg *api.AgentServiceRegistration) *api.AgentServiceRegistration {
 	delete(reg.Meta, MetaRegistration)
-	b, err := json.Marshal(reg) // map keys sorted: the same registration, the same bytes
+	b, err := json.Marshal(definition(reg)) // map keys sorted: the same registration, the same bytes
 	if err != nil {
 		panic("hostd: marshal registration: " + err.Error()) // plain data: cannot fail
 	}

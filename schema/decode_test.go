@@ -60,7 +60,7 @@ func TestValueErrors(t *testing.T) {
 		{"unknown top-level field", "servics: {}\n",
 			[]string{"1:1: missing required field `services`", "1:1: servics: unknown field, did you mean `services`?"}},
 		{"x- keys only at the top level", "x-ok: 1\nservices:\n  web:\n    path: .\n    x-no: 1\n",
-			[]string{"5:5: services.web.x-no: unknown field (known fields: type, path, image, process, command, ports, env, scale, check, resources, constraints, internal, depends_on, rollout, restart)"}},
+			[]string{"5:5: services.web.x-no: unknown field (known fields: type, path, image, process, command, ports, env, scale, check, resources, constraints, internal, read_only, depends_on, rollout, restart)"}},
 		{"missing services", "formation: shop\n",
 			[]string{"1:1: missing required field `services`"}},
 		{"root not a mapping", "just a string\n",

@@ -55,6 +55,8 @@ var serviceFields = []field[Service]{
 		decode: func(d *decoder, n *yaml.Node, p path, s *Service) { s.Constraints = d.constraints(n, p) }},
 	boolean("internal", func(s *Service) *bool { return &s.Internal }, false,
 		"An auxiliary service (a database, a cache): reachable by the formation's services only, never exposed outside it."),
+	boolean("read_only", func(s *Service) *bool { return &s.ReadOnly }, false,
+		"The instance's root filesystem is read-only; /tmp is a small writable tmpfs."),
 	stringList("depends_on", func(s *Service) *[]string { return &s.DependsOn }, false,
 		"Services of this formation rolled out, and healthy, before this one."),
 	object("rollout", func(s *Service) *Rollout { return &s.Rollout }, rolloutFields,
@@ -75,7 +77,7 @@ var portFields = []field[Port]{
 }
 
 var checkFields = []field[Check]{
-	{key: "http", doc: "Check with an HTTP GET of this path on the primary port: a 2xx or 3xx answer is healthy.",
+	{key: "http", doc: "Check with an HTTP GET of this path on the primary port: a 2xx answer is healthy; a redirect is not followed and fails the check.",
 		schema: stringSchema(httpPathPattern),
 		decode: func(d *decoder, n *yaml.Node, p path, c *Check) {
 			if s, ok := d.str(n, p); ok {

@@ -37,6 +37,7 @@ type Service struct {
 	Resources   Resources
 	Constraints []Constraint // host labels an instance's host must match, all of them
 	Internal    bool         // an auxiliary service, never exposed outside the formation
+	ReadOnly    bool         // the container's root filesystem is read-only
 	DependsOn   []string     // services rolled out, and healthy, before this one
 	Rollout     Rollout
 	Restart     Restart
@@ -68,7 +69,7 @@ type Check struct {
 
 // Check types.
 const (
-	CheckHTTP = "http" // GET Path answers 2xx or 3xx
+	CheckHTTP = "http" // GET Path answers 2xx (redirects are not followed)
 	CheckTCP  = "tcp"  // the port accepts a connection
 	CheckNone = "none" // healthy as soon as it runs
 )

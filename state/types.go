@@ -29,6 +29,8 @@ type Release struct {
 	Resources  Resources `json:"resources"`
 	Restart    Restart   `json:"restart"`
 	Internal   bool      `json:"internal,omitempty"`
+	// ReadOnly makes the container's root filesystem read-only (a tmpfs on /tmp).
+	ReadOnly bool `json:"read_only,omitempty"`
 
 	// Provenance, not part of the ID.
 	Commit  string    `json:"commit"`
@@ -77,6 +79,8 @@ type releaseContent struct {
 	Resources  Resources         `json:"resources"`
 	Restart    Restart           `json:"restart"`
 	Internal   bool              `json:"internal"`
+	// ReadOnly is left out when false, so releases made before it existed keep their IDs.
+	ReadOnly bool `json:"read_only,omitempty"`
 }
 
 // ComputeID returns the content hash a release's ID must be: 20 hex digits of SHA-256, short
@@ -85,7 +89,7 @@ func (r *Release) ComputeID() string {
 	b, err := json.Marshal(releaseContent{
 		Formation: r.Formation, Service: r.Service, Image: r.Image, Env: r.Env,
 		Entrypoint: r.Entrypoint, Command: r.Command, Ports: r.Ports, Check: r.Check,
-		Resources: r.Resources, Restart: r.Restart, Internal: r.Internal,
+		Resources: r.Resources, Restart: r.Restart, Internal: r.Internal, ReadOnly: r.ReadOnly,
 	})
 	if err != nil {
 		panic(fmt.Sprintf("state: marshal release content: %v", err)) // plain data: cannot fail
@@ -360,6 +364,9 @@ type HostStatus struct {
 	// Strays are containers with this host's labels that no assignment names (short
 	// container IDs): they are removed once they have been strays for the grace period.
 	Strays []string `json:"strays,omitempty"`
+	// ImagesRemoved are the last images the host removed (its own pulls that no assignment
+	// named for its image GC grace), newest last.
+	ImagesRemoved []RemovedImage `json:"images_removed,omitempty"`
 	// Started is when the host daemon started, so a restart shows.
 	Started time.Time `json:"started,omitzero"`
 	// Updated is when this report was written; a host daemon rewrites it at least every
@@ -391,4 +398,18 @@ type InstanceStatus struct {
 	NextRestart time.Time `json:"next_restart,omitzero"`
 	Logs        []string  `json:"logs,omitempty"`
 	Error       string    `json:"error,omitempty"`
+	// RestartReason is why the instance was last restarted: "crash" (it exited) or
+	// "unhealthy" (its check stayed critical past its grace). UnhealthyRestarts counts the
+	// restarts for the second reason on this host, for the leader to move an instance that
+	// keeps failing here.
+	RestartReason     string `json:"restart_reason,omitempty"`
+	UnhealthyRestarts int    `json:"unhealthy_restarts,omitempty"`
+}
+
+// RemovedImage is an image a host daemon removed because no assignment had named it for
+// its grace period.
+type RemovedImage struct {
+	Image   string    `json:"image"`
+	Bytes   int64     `json:"bytes,omitempty"`
+	Removed time.Time `json:"removed"`
 }

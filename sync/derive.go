@@ -170,6 +170,7 @@ func newRelease(formation string, svc *schema.Service, image string, config map[
 		Resources: state.Resources{CPU: svc.Resources.CPU, Memory: svc.Resources.Memory},
 		Restart:   state.Restart{MinBackoff: svc.Restart.MinBackoff, MaxBackoff: svc.Restart.MaxBackoff},
 		Internal:  svc.Internal,
+		ReadOnly:  svc.ReadOnly,
 		Commit:    commit, Created: now.UTC(), Cause: cause,
 	}
 	for _, p := range svc.Ports {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/google/go-containerregistry/pkg/authn"
 	"io"
 	"os"
 	"time"
@@ -22,6 +23,9 @@ type daemonConfig struct {
 	// Registry is where images are published (host:port); Builder the buildpack builder.
 	Registry string `yaml:"registry"`
 	Builder  string `yaml:"builder"`
+	// keychain holds the registry credentials the builder pushes with; nil is the Docker
+	// keychain (DOCKER_CONFIG). gilliam-sync up sets it for its embedded registry.
+	keychain authn.Keychain
 	// Interval is the longest the leader goes without deciding (a safety net: it decides
 	// on every change it follows).
 	Interval time.Duration `yaml:"interval"`

@@ -69,6 +69,10 @@ type instanceView struct {
 	ExitCode  int      `json:"exit_code,omitempty"`
 	Logs      []string `json:"logs,omitempty"`
 	Error     string   `json:"error,omitempty"`
+	// RestartReason is why it last restarted (crash, unhealthy); UnhealthyRestarts how
+	// many times its host restarted it for a failing check.
+	RestartReason     string `json:"restart_reason,omitempty"`
+	UnhealthyRestarts int    `json:"unhealthy_restarts,omitempty"`
 }
 
 func runStatus(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr io.Writer) int {
@@ -198,6 +202,7 @@ func collectStatus(ctx context.Context, store *state.Store, only string) ([]form
 						if is.ID == inst.ID {
 							iv.State, iv.Address, iv.Error = is.State, is.Address, is.Error
 							iv.Restarts, iv.CrashLoop, iv.ExitCode, iv.Logs = is.Restarts, is.CrashLoop, is.ExitCode, is.Logs
+							iv.RestartReason, iv.UnhealthyRestarts = is.RestartReason, is.UnhealthyRestarts
 						}
 					}
 				}
@@ -296,7 +301,11 @@ func printStatus(w io.Writer, views []formationView) {
 				if in.CrashLoop {
 					state = fmt.Sprintf("crash-loop (exit %d)", in.ExitCode)
 				}
-				fmt.Fprintf(tw, "    %s\t%s\t%s\t%s\t%d\t%s\n", in.ID, orDash(in.Host), state, in.Health, in.Restarts, orDash(in.Address))
+				restarts := fmt.Sprint(in.Restarts)
+				if in.UnhealthyRestarts > 0 {
+					restarts += fmt.Sprintf(" (%d unhealthy)", in.UnhealthyRestarts)
+				}
+				fmt.Fprintf(tw, "    %s\t%s\t%s\t%s\t%s\t%s\n", in.ID, orDash(in.Host), state, in.Health, restarts, orDash(in.Address))
 			}
 			tw.Flush()
 			for _, in := range s.Instances {

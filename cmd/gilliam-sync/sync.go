@@ -95,7 +95,7 @@ func runSync(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stder
 func runSyncDaemon(ctx context.Context, cfg *daemonConfig, store *state.Store, log *slog.Logger) error {
 	builder, err := build.New(build.Config{Registry: cfg.Registry, Builder: cfg.Builder,
 		DataDir: filepath.Join(cfg.Data, "build"), Concurrency: cfg.Builds.Concurrency, Timeout: cfg.Builds.Timeout,
-		Logger: log.With("component", "build")})
+		Logger: log.With("component", "build"), Keychain: cfg.keychain})
 	if err != nil {
 		return err
 	}

@@ -9,12 +9,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	stdsync "sync"
 	"time"
 
 	"github.com/docker/docker/client"
+	"github.com/google/go-containerregistry/pkg/authn"
 
 	"github.com/gilliam-sync/gilliam-sync/build"
 	"github.com/gilliam-sync/gilliam-sync/gitwatch"
@@ -100,8 +102,16 @@ func up(ctx context.Context, c upConfig, newStore func() (*state.Store, error), 
 		}()
 	}
 
+	var pullAuth map[string]hostd.RegistryCredential
+	var keychain authn.Keychain
 	if c.registry == "" {
-		r, err := registry.New(filepath.Join(data, "registry"), log.With("component", "registry"))
+		// Two credentials, made at the first start and kept 0600 in the data dir: the
+		// builder pushes with one, the host pulls with the other, anyone else gets 401.
+		creds, err := registry.LoadOrCreateCredentials(filepath.Join(data, "registry-credentials.json"))
+		if err != nil {
+			return err
+		}
+		r, err := registry.New(filepath.Join(data, "registry"), log.With("component", "registry"), creds)
 		if err != nil {
 			return err
 		}
@@ -110,6 +120,18 @@ func up(ctx context.Context, c upConfig, newStore func() (*state.Store, error), 
 			return fmt.Errorf("embedded registry: %w", err)
 		}
 		c.registry = l.Addr().String()
+		if ap, err := netip.ParseAddrPort(c.registry); err != nil || !ap.Addr().IsLoopback() {
+			log.Warn("the embedded registry listens beyond loopback: it speaks plain HTTP, so its credentials cross the network in clear", "address", c.registry)
+		}
+		// For the tools that read a Docker config (DOCKER_CONFIG=<dir> gilliam-sync gc,
+		// docker pull, gilliam-sync host --registry-auth on another machine).
+		for kind, cred := range map[string]registry.Credential{"push": creds.Push, "pull": creds.Pull} {
+			if err := registry.WriteDockerConfig(filepath.Join(data, "registry-auth", kind, "config.json"), c.registry, cred); err != nil {
+				return err
+			}
+		}
+		pullAuth = map[string]hostd.RegistryCredential{c.registry: {Username: creds.Pull.Username, Password: creds.Pull.Password}}
+		keychain = registry.Keychain(c.registry, creds.Push)
 		srv := &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second}
 		run("registry", func(ctx context.Context) error {
 			go func() { <-ctx.Done(); srv.Close() }()
@@ -128,13 +150,13 @@ func up(ctx context.Context, c upConfig, newStore func() (*state.Store, error), 
 	defer docker.Close()
 	host, err := hostd.New(hostd.Config{
 		ID: c.hostID, Advertise: c.advertise, Labels: c.labels, Capacity: hostd.MachineCapacity(),
-		DataDir: filepath.Join(data, "host"), Logger: log.With("component", "hostd"),
+		DataDir: filepath.Join(data, "host"), Logger: log.With("component", "hostd"), RegistryAuth: pullAuth,
 	}, store, docker)
 	if err != nil {
 		return err
 	}
 	cfg := &daemonConfig{Registry: c.registry, Builder: c.builder, Data: filepath.Join(data, "sync"),
-		Repos: []gitwatch.RepoConfig{c.repo}}
+		Repos: []gitwatch.RepoConfig{c.repo}, keychain: keychain}
 	cfg.defaults()
 	if err := cfg.validate(); err != nil {
 		return err
