@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -49,6 +50,12 @@ type Config struct {
 	Timeout time.Duration
 	// LogsPerService is how many build logs are kept per service (default 20).
 	LogsPerService int
+	// Isolation is what build containers may reach and use: no network by default, memory,
+	// CPU and pids caps (isolation.go).
+	Isolation Isolation
+	// Registries is where images named by repositories may come from (registries.go).
+	// Registry, where builds publish, is always allowed and reached as it is configured.
+	Registries Registries
 	// Logger receives what happens, build output included, line by line; nil discards it.
 	Logger *slog.Logger
 }
@@ -102,10 +109,14 @@ func New(cfg Config) (*Builder, error) {
 		}
 	}
 	pack, err := NewBuildpacks(BuildpacksConfig{Builder: cfg.Builder, Registry: cfg.Registry,
-		PackHome: filepath.Join(dir, "pack"), Logger: cfg.Logger})
+		PackHome: filepath.Join(dir, "pack"), Isolation: cfg.Isolation, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
+	cfg.Isolation = pack.iso
+	// The registry builds publish to is the operator's: images there may be named, and it
+	// is reached as builds reach it (plain HTTP when it offers no TLS).
+	cfg.Registries.Insecure = append(slices.Clone(cfg.Registries.Insecure), registryHost(cfg.Registry))
 	base, stop := context.WithCancel(context.Background())
 	return &Builder{cfg: cfg, docker: pack.docker, pack: pack, queue: newQueue(base, cfg.Concurrency),
 		log: cfg.Logger, stop: stop}, nil
@@ -114,7 +125,7 @@ func New(cfg Config) (*Builder, error) {
 // Close cancels the builds running and waiting; their callers get an error.
 func (b *Builder) Close() error {
 	b.stop()
-	return b.docker.Close()
+	return b.pack.Close()
 }
 
 // Registry is where images are published.
@@ -195,7 +206,7 @@ func (b *Builder) Build(ctx context.Context, req Request) (Result, error) {
 	}
 	log := b.log.With("formation", req.Formation, "service", req.Service)
 	if req.Kind == KindImage {
-		pinned, err := Resolve(ctx, req.Image)
+		pinned, err := b.resolve(ctx, req)
 		if err != nil {
 			return Result{}, err
 		}
@@ -232,7 +243,7 @@ func (b *Builder) Lookup(ctx context.Context, req Request) (image string, found 
 		return "", false, err
 	}
 	if req.Kind == KindImage {
-		pinned, err := Resolve(ctx, req.Image)
+		pinned, err := b.resolve(ctx, req)
 		return pinned, err == nil, err
 	}
 	tag, err := b.tag(ctx, req)
@@ -240,6 +251,23 @@ func (b *Builder) Lookup(ctx context.Context, req Request) (image string, found 
 		return "", false, err
 	}
 	return Find(ctx, Repository(b.cfg.Registry, req.Formation, req.Service), tag)
+}
+
+// resolve pins an image service's reference within the registry policy. A reference the
+// policy refuses is a *FailedError: the repository must change it.
+func (b *Builder) resolve(ctx context.Context, req Request) (string, error) {
+	pinned, err := b.cfg.Registries.Resolve(ctx, req.Image)
+	var perr *PolicyError
+	if errors.As(err, &perr) {
+		return "", &FailedError{Formation: req.Formation, Service: req.Service, Commit: req.Commit, Reason: perr.Error()}
+	}
+	return pinned, err
+}
+
+// registryHost is the registry part of a registry setting (host:port, maybe with a path).
+func registryHost(registry string) string {
+	host, _, _ := strings.Cut(registry, "/")
+	return host
 }
 
 // tag names the image of req's source in the registry: its tree hash, what builds it and
@@ -303,7 +331,7 @@ func (b *Builder) buildSource(ctx context.Context, req Request, repo, tag string
 		return "", fmt.Errorf("build %s/%s: write sources: %w", req.Formation, req.Service, err)
 	}
 	if req.Kind == KindDockerfile {
-		return buildDockerfile(ctx, b.docker, src, repo, tag, req, out)
+		return b.buildDockerfile(ctx, src, repo, tag, req, out)
 	}
 	res, err := b.pack.Build(ctx, PackRequest{Formation: req.Formation, Service: req.Service,
 		Source: src, Tag: tag, Env: req.Env, Log: out})

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/docker/docker/client"
 	"github.com/docker/docker/pkg/jsonmessage"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -32,17 +31,34 @@ func LocalImage(formation, service string) string {
 
 // buildDockerfile builds the Dockerfile at the root of src with the engine's classic builder
 // (a base image the engine holds is not pulled again), then pushes the image to
-// repo:tag and returns it pinned by digest. Env becomes the build args.
-func buildDockerfile(ctx context.Context, docker *client.Client, src, repo, tag string, req Request, out io.Writer) (string, error) {
-	if _, err := os.Stat(filepath.Join(src, "Dockerfile")); err != nil {
+// repo:tag and returns it pinned by digest. Env becomes the build args. The Dockerfile is
+// checked first (checkDockerfile), and its RUN steps run isolated (isolation.go).
+func (b *Builder) buildDockerfile(ctx context.Context, src, repo, tag string, req Request, out io.Writer) (string, error) {
+	text, err := os.ReadFile(filepath.Join(src, "Dockerfile"))
+	if err != nil {
 		return "", &dockerfileError{msg: "no Dockerfile at the root of the service's path"}
 	}
+	err = checkDockerfile(ctx, text, req.Env, dockerfilePolicy{
+		urls:       b.cfg.Isolation.DockerfileURLs,
+		registries: b.cfg.Registries,
+		inEngine: func(ctx context.Context, ref string) bool {
+			_, err := b.docker.ImageInspect(ctx, ref)
+			return err == nil
+		},
+	})
+	if err != nil {
+		return "", err
+	}
+	iso := b.cfg.Isolation
 	local := LocalImage(req.Formation, req.Service)
-	_, err := dockerbuild.Build(ctx, docker, src, dockerbuild.Options{
-		Tags:      []string{local},
-		Labels:    map[string]string{LabelFormation: req.Formation, LabelService: req.Service},
-		BuildArgs: req.Env,
-		Log:       out,
+	_, err = dockerbuild.Build(ctx, b.docker, src, dockerbuild.Options{
+		Tags:        []string{local},
+		Labels:      map[string]string{LabelFormation: req.Formation, LabelService: req.Service},
+		BuildArgs:   req.Env,
+		NetworkMode: iso.Network,
+		Memory:      iso.Memory,
+		CPUQuota:    int64(iso.CPUs * 100_000),
+		Log:         out,
 	})
 	var step *jsonmessage.JSONError
 	if errors.As(err, &step) {

@@ -71,6 +71,10 @@ func Find(ctx context.Context, repo, tag string) (pinned string, found bool, err
 
 // Resolve pins an image reference to the digest its tag points at now, so a release never
 // changes under a moving tag. A reference pinned already is returned as it is.
+//
+// Resolve applies no registry policy and reaches any registry over plain HTTP: it is for
+// references the operator wrote. References from repositories go through
+// Registries.Resolve (Builder.Build does).
 func Resolve(ctx context.Context, image string) (string, error) {
 	ref, err := name.ParseReference(image, name.Insecure)
 	if err != nil {
