@@ -187,7 +187,7 @@ func TestDockerfileServiceBuildsAndRuns(t *testing.T) {
 	for _, tc := range []struct{ dockerfile, reason string }{
 		{"", "no Dockerfile"},
 		{"FROM scratch\nCOPY missing /missing\n", "Dockerfile: COPY failed"},
-		{"FROM gilliam-test/not-in-the-engine:1\n", "Dockerfile: "},
+		{"FROM gilliam-test/not-in-the-engine:1\n", "Dockerfile line 1: FROM gilliam-test/not-in-the-engine:1: "},
 	} {
 		src := source{"app": "x"}
 		if tc.dockerfile != "" {
@@ -441,11 +441,8 @@ func TestImageServiceUsesDockerCredentials(t *testing.T) {
 	}
 	digest, _ := img.Digest()
 
-	b, err := build.New(build.Config{Registry: "127.0.0.1:5000", DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	// The registry is on the host's loopback, over plain HTTP: the operator lists it.
+	b := newBuilderNoEngine(t, func(c *build.Config) { c.Registries.Insecure = []string{addr} })
 	req := build.Request{Formation: formation, Service: "db", Kind: build.KindImage, Image: addr + "/team/db:15"}
 
 	t.Setenv("DOCKER_CONFIG", t.TempDir())
