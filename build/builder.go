@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/docker/docker/client"
@@ -71,6 +72,10 @@ type Builder struct {
 	queue  *queue
 	log    *slog.Logger
 	stop   context.CancelFunc
+
+	// cgroupOK says whether Dockerfile builds get a pids cap (pidsCgroups).
+	cgroupOnce sync.Once
+	cgroupOK   bool
 }
 
 // New returns a Builder. It needs the Docker engine (builds run in it; DOCKER_HOST is

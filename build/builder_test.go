@@ -332,7 +332,10 @@ func TestTimeoutAndCancel(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			service := "cold-" + tc.name + "-" + time.Now().Format("150405.000000000")[7:]
 			service = strings.ReplaceAll(service, ".", "")
-			t.Cleanup(func() { removeVolume(t, d, build.CacheVolume(formation, service)) })
+			t.Cleanup(func() {
+				removeVolume(t, d, build.CacheVolume(formation, service))
+				removeVolume(t, d, build.LaunchCacheVolume(formation, service))
+			})
 			b := newBuilder(t, reg.Addr, "", func(c *build.Config) { c.Timeout = tc.timeout })
 			ctx := context.Background()
 			if tc.cancel > 0 {

@@ -141,6 +141,12 @@ func CacheVolume(formation, service string) string {
 	return "gilliam-cache-" + formation + "." + service + ".build"
 }
 
+// LaunchCacheVolume is the Docker volume holding a service's launch cache: the layers of
+// its last image, which the exporter reuses instead of writing them again.
+func LaunchCacheVolume(formation, service string) string {
+	return "gilliam-cache-" + formation + "." + service + ".launch"
+}
+
 // Build builds req.Source and publishes it as Repository(...):req.Tag. The build runs
 // into the local engine with no network (see isolation.go), and the image is then pushed
 // from the engine to the registry by this process: the build containers never reach the
@@ -181,7 +187,7 @@ func (b *Buildpacks) Build(ctx context.Context, req PackRequest) (PackResult, er
 		// The launch cache lets the exporter reuse unchanged layers in the engine.
 		Cache: cache.CacheOpts{
 			Build:  cache.CacheInfo{Format: cache.CacheVolume, Source: volumeName},
-			Launch: cache.CacheInfo{Format: cache.CacheVolume, Source: strings.TrimSuffix(volumeName, ".build") + ".launch"},
+			Launch: cache.CacheInfo{Format: cache.CacheVolume, Source: LaunchCacheVolume(req.Formation, req.Service)},
 		},
 		// -1 keeps the builder's user (cnb, 1000:1000); 0 would run buildpacks as root.
 		UserID:  -1,
@@ -259,16 +265,19 @@ func (b *Buildpacks) packClient(out io.Writer) (*packclient.Client, error) {
 	return pack, nil
 }
 
-// cacheVolume creates a service's cache volume, labelled as this builder's, before pack
-// uses it (Docker would create it without labels): garbage collection removes only
-// volumes carrying these labels. An existing volume is kept as it is.
+// cacheVolume creates a service's cache volumes (the build cache, and the launch cache
+// the exporter reuses layers from), labelled as this builder's, before pack uses them
+// (Docker would create them without labels): garbage collection removes only volumes
+// carrying these labels. An existing volume is kept as it is. It returns the build
+// cache's name; the launch cache's is LaunchCacheVolume's.
 func (b *Buildpacks) cacheVolume(ctx context.Context, formation, service string) (string, error) {
-	name := CacheVolume(formation, service)
-	_, err := b.docker.VolumeCreate(ctx, volume.CreateOptions{Name: name, Labels: map[string]string{
-		LabelFormation: formation, LabelService: service, LabelRegistry: b.registry,
-	}})
-	if err != nil {
-		return "", fmt.Errorf("cache volume %s: %w", name, err)
+	for _, name := range []string{CacheVolume(formation, service), LaunchCacheVolume(formation, service)} {
+		_, err := b.docker.VolumeCreate(ctx, volume.CreateOptions{Name: name, Labels: map[string]string{
+			LabelFormation: formation, LabelService: service, LabelRegistry: b.registry,
+		}})
+		if err != nil {
+			return "", fmt.Errorf("cache volume %s: %w", name, err)
+		}
 	}
-	return name, nil
+	return CacheVolume(formation, service), nil
 }

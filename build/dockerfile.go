@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/docker/docker/pkg/jsonmessage"
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -16,6 +17,36 @@ import (
 
 	"github.com/gilliam-sync/gilliam-sync/internal/dockerbuild"
 )
+
+// pidsCgroups says whether Dockerfile builds can be given a pids cap through a cgroup
+// parent (pidscgroup.go): the engine uses the cgroupfs driver, on this machine, and this
+// process may make cgroups. Decided once; when not, the log says so once.
+func (b *Builder) pidsCgroups(ctx context.Context) bool {
+	b.cgroupOnce.Do(func() {
+		why := ""
+		info, err := b.docker.Info(ctx)
+		switch {
+		case err != nil:
+			why = err.Error()
+		case info.CgroupDriver != "cgroupfs":
+			why = "the engine's cgroup driver is " + info.CgroupDriver + ", not cgroupfs"
+		case os.Getenv("DOCKER_HOST") != "" && !strings.HasPrefix(os.Getenv("DOCKER_HOST"), "unix://"):
+			why = "the engine is not on this machine"
+		default:
+			cg, err := newPidsCgroup("probe", "probe", b.cfg.Isolation.Pids)
+			if err != nil {
+				why = err.Error()
+			} else {
+				cg.remove()
+			}
+		}
+		b.cgroupOK = why == ""
+		if !b.cgroupOK {
+			b.log.Warn("Dockerfile builds run without a pids cap", "why", why)
+		}
+	})
+	return b.cgroupOK
+}
 
 // dockerfileError is a Dockerfile step that failed: the code's fault.
 type dockerfileError struct{ msg string }
@@ -50,8 +81,22 @@ func (b *Builder) buildDockerfile(ctx context.Context, src, repo, tag string, re
 		return "", err
 	}
 	iso := b.cfg.Isolation
+	var parent string
+	if b.pidsCgroups(ctx) {
+		cg, err := newPidsCgroup(req.Formation, req.Service, iso.Pids)
+		if err != nil {
+			return "", err
+		}
+		defer func() {
+			if err := cg.remove(); err != nil {
+				b.log.Warn("build cgroup not removed", "cgroup", cg.Parent, "err", err)
+			}
+		}()
+		parent = cg.Parent
+	}
 	local := LocalImage(req.Formation, req.Service)
 	_, err = dockerbuild.Build(ctx, b.docker, src, dockerbuild.Options{
+		CgroupParent: parent,
 		Tags:        []string{local},
 		Labels:      map[string]string{LabelFormation: req.Formation, LabelService: req.Service},
 		BuildArgs:   req.Env,

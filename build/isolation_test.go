@@ -117,7 +117,7 @@ func checkIsolated(t testing.TB, what string, c container.InspectResponse, pids 
 	if hc.NanoCPUs != 1.5e9 && !(hc.CPUQuota == 150_000 && hc.CPUPeriod == 100_000) {
 		t.Errorf("%s: nano cpus %d, quota %d/%d; want 1.5 CPUs", what, hc.NanoCPUs, hc.CPUQuota, hc.CPUPeriod)
 	}
-	if pids && pidsOf(hc) != 300 {
+	if pids && pidsOf(hc) != int64(300) {
 		t.Errorf("%s: pids limit %v, want 300", what, pidsOf(hc))
 	}
 }
@@ -195,7 +195,7 @@ func hasOpt(opts []string, want string) bool {
 }
 
 // runImage is the offline builder's run image (busybox), in the engine: a base image with
-// a shell and wget for Dockerfile tests.
+// a shell and nc for Dockerfile tests.
 func runImage(t testing.TB) string {
 	t.Helper()
 	if ref := os.Getenv("GILLIAM_RUN_IMAGE"); ref != "" {
@@ -215,7 +215,7 @@ func dockerfileRequest(service string, files source) build.Request {
 // the host's loopback is refused before anything is built, naming the line, and the server
 // behind the URL sees no request. A RUN step that connects to a port on the host's loopback
 // fails (the step has no network), and its container, inspected while it runs, has the
-// memory and CPU caps.
+// memory and CPU caps, and sits in a cgroup of the build's that caps its processes.
 func TestDockerfileBuildCannotReachTheHost(t *testing.T) {
 	d := testenv.NewDocker(t)
 	reg := testenv.NewRegistry(t)
@@ -243,13 +243,23 @@ func TestDockerfileBuildCannotReachTheHost(t *testing.T) {
 
 	consul := newHostPort(t)
 	marker := fmt.Sprintf("isolated-run-%d", time.Now().UnixNano())
+	// The classic builder takes no pids limit: the RUN containers are created in a cgroup
+	// made for the build, whose pids.max is read while the step runs.
+	var pidsMax sync.Map
 	starts := watchStarts(t, d, func(c container.InspectResponse) bool {
-		return strings.Contains(strings.Join(c.Config.Cmd, " "), marker)
+		if !strings.Contains(strings.Join(c.Config.Cmd, " "), marker) {
+			return false
+		}
+		if b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/pids", c.HostConfig.CgroupParent, "pids.max")); err == nil {
+			pidsMax.Store(c.ID, strings.TrimSpace(string(b)))
+		}
+		return true
 	})
-	run := fmt.Sprintf("FROM %s\nRUN echo %s && sleep 2 && wget -T 5 -q -O- http://%s/v1/kv/x\n", runImage(t), marker, consul.addr)
+	host, port, _ := net.SplitHostPort(consul.addr)
+	run := fmt.Sprintf("FROM %s\nRUN echo %s && sleep 2 && nc -w 5 %s %s </dev/null\n", runImage(t), marker, host, port)
 	_, err = b.Build(context.Background(), dockerfileRequest("df-run", source{"Dockerfile": run}))
-	if !errors.As(err, &failed) {
-		t.Fatalf("error %v, want a failed build", err)
+	if !errors.As(err, &failed) || !strings.Contains(failed.Tail, "Connection refused") {
+		t.Fatalf("error %v, want a failed build whose log shows the refused connection", err)
 	}
 	t.Logf("RUN connecting to the host: %v", err)
 	if n := consul.conns.Load(); n != 0 {
@@ -261,6 +271,14 @@ func TestDockerfileBuildCannotReachTheHost(t *testing.T) {
 	}
 	for _, c := range seen {
 		checkIsolated(t, "RUN container", c, false)
+		max, _ := pidsMax.Load(c.ID)
+		t.Logf("RUN container %s: cgroup parent %s, pids.max %v", c.ID[:12], c.HostConfig.CgroupParent, max)
+		if c.HostConfig.CgroupParent == "" || max != "300" {
+			t.Errorf("RUN container: cgroup parent %q with pids.max %v, want a cgroup of the build's with pids.max 300", c.HostConfig.CgroupParent, max)
+		}
+	}
+	if left, _ := filepath.Glob("/sys/fs/cgroup/*/gilliam-build-" + formation + ".df-run-*"); len(left) > 0 {
+		t.Errorf("the build's cgroups are left behind: %v", left)
 	}
 }
 
@@ -345,4 +363,31 @@ func newBuilderNoEngine(t testing.TB, opts ...func(*build.Config)) *build.Builde
 	}
 	t.Cleanup(func() { b.Close() })
 	return b
+}
+
+// BP_GO_TARGETS is data: a value that would be a flag of go build (-toolexec runs a program
+// of the repository's for every compile) is refused by the Go buildpack before go build
+// runs, as a failed build that says why; the program never runs.
+func TestGoTargetsAreNeverFlags(t *testing.T) {
+	reg := testenv.NewRegistry(t)
+	b := newBuilder(t, reg.Addr, "")
+	src := readSource(t, "goapp").with("evil.sh", "#!/bin/sh\necho TOOLEXEC RAN >&2\nexec \"$@\"\n")
+	for _, targets := range []string{"-toolexec=./evil.sh", ". -toolexec=./evil.sh", "./$(./evil.sh)"} {
+		req := src.request("targets", "flags")
+		req.Env = map[string]string{"BP_GO_TARGETS": targets}
+		_, err := b.Build(context.Background(), req)
+		var failed *build.FailedError
+		if !errors.As(err, &failed) || !strings.Contains(failed.Tail, "is not a package path") || strings.Contains(failed.Tail, "TOOLEXEC RAN") {
+			t.Fatalf("BP_GO_TARGETS=%s: %v; want a failed build refusing the value, the program never run", targets, err)
+		}
+		if strings.Contains(failed.Tail, "Go: compiling") {
+			t.Errorf("BP_GO_TARGETS=%s: go build ran:\n%s", targets, failed.Tail)
+		}
+	}
+	// Package paths build (in the Go service's warm cache).
+	req := src.request("go", "paths")
+	req.Env = map[string]string{"BP_GO_TARGETS": " . "}
+	if _, err := b.Build(context.Background(), req); err != nil {
+		t.Fatalf("BP_GO_TARGETS=' . ': %v", err)
+	}
 }

@@ -31,6 +31,8 @@ type Options struct {
 	// Memory caps each RUN step's container, in bytes, swap included; CPUQuota its CPU
 	// time in microseconds per 100 ms period. Zero: no cap.
 	Memory, CPUQuota int64
+	// CgroupParent is the cgroup RUN steps' containers are created in (empty: the engine's).
+	CgroupParent string
 	// Log receives the builder's output; nil discards it.
 	Log io.Writer
 }
@@ -65,6 +67,8 @@ func Build(ctx context.Context, docker ImageBuilder, dir string, opts Options) (
 		MemorySwap:  opts.Memory,
 		CPUQuota:    opts.CPUQuota,
 		CPUPeriod:   cpuPeriod(opts.CPUQuota),
+
+		CgroupParent: opts.CgroupParent,
 	})
 	if err != nil {
 		return "", fmt.Errorf("docker build %s: %w", dir, err)
