@@ -97,13 +97,13 @@ func (b *Builder) buildDockerfile(ctx context.Context, src, repo, tag string, re
 	local := LocalImage(req.Formation, req.Service)
 	_, err = dockerbuild.Build(ctx, b.docker, src, dockerbuild.Options{
 		CgroupParent: parent,
-		Tags:        []string{local},
-		Labels:      map[string]string{LabelFormation: req.Formation, LabelService: req.Service},
-		BuildArgs:   req.Env,
-		NetworkMode: iso.Network,
-		Memory:      iso.Memory,
-		CPUQuota:    int64(iso.CPUs * 100_000),
-		Log:         out,
+		Tags:         []string{local},
+		Labels:       map[string]string{LabelFormation: req.Formation, LabelService: req.Service},
+		BuildArgs:    req.Env,
+		NetworkMode:  iso.Network,
+		Memory:       iso.Memory,
+		CPUQuota:     int64(iso.CPUs * 100_000),
+		Log:          out,
 	})
 	var step *jsonmessage.JSONError
 	if errors.As(err, &step) {
