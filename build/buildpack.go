@@ -216,6 +216,7 @@ func pushFromEngine(ctx context.Context, local, repo string, out io.Writer) (str
 	if err != nil {
 		return "", fmt.Errorf("read %s from the engine: %w", local, err)
 	}
+	start := time.Now()
 	fmt.Fprintf(out, "gilliam-sync: pushing %s\n", local)
 	if err := remote.Write(src, img, remote.WithContext(ctx), remote.WithAuthFromKeychain(authn.DefaultKeychain)); err != nil {
 		return "", fmt.Errorf("push %s: %w", local, err)
@@ -224,6 +225,7 @@ func pushFromEngine(ctx context.Context, local, repo string, out io.Writer) (str
 	if err != nil {
 		return "", fmt.Errorf("digest of %s: %w", local, err)
 	}
+	fmt.Fprintf(out, "gilliam-sync: pushed %s in %s\n", digest, time.Since(start).Round(time.Millisecond))
 	return repo + "@" + digest.String(), nil
 }
 

@@ -391,3 +391,27 @@ func TestGoTargetsAreNeverFlags(t *testing.T) {
 		t.Fatalf("BP_GO_TARGETS=' . ': %v", err)
 	}
 }
+
+// Built into the engine and pushed by gilliam-sync, an image keeps the digest semantics
+// the registry-as-memory relies on: the same source, builder and build env give the same
+// digest, built again from nothing into another registry.
+func TestRebuildGivesTheSameDigest(t *testing.T) {
+	src := readSource(t, "procfile")
+	var images []string
+	for range 2 {
+		reg := testenv.NewRegistry(t)
+		res, err := newBuilder(t, reg.Addr, "").Build(context.Background(), src.request("procfile", "same"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.Built {
+			t.Fatalf("%+v: want a build (a new registry)", res)
+		}
+		images = append(images, res.Image)
+	}
+	_, first, _ := strings.Cut(images[0], "@")
+	_, second, _ := strings.Cut(images[1], "@")
+	if first != second {
+		t.Fatalf("the same source built twice: %s and %s", images[0], images[1])
+	}
+}
