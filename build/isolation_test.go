@@ -373,7 +373,7 @@ func TestGoTargetsAreNeverFlags(t *testing.T) {
 	b := newBuilder(t, reg.Addr, "")
 	src := readSource(t, "goapp").with("evil.sh", "#!/bin/sh\necho TOOLEXEC RAN >&2\nexec \"$@\"\n")
 	for _, targets := range []string{"-toolexec=./evil.sh", ". -toolexec=./evil.sh", "./$(./evil.sh)"} {
-		req := src.request("targets", "flags")
+		req := src.request("go", "flags")
 		req.Env = map[string]string{"BP_GO_TARGETS": targets}
 		_, err := b.Build(context.Background(), req)
 		var failed *build.FailedError
