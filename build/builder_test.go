@@ -66,6 +66,12 @@ func TestGoServiceBuildsRunsAndIsNotBuiltTwice(t *testing.T) {
 	if !strings.Contains(string(text), "\nGo: ") || !strings.Contains(string(text), "gilliam-sync: built "+res.Image) {
 		t.Errorf("build log %s lacks the Go buildpack's output or the result:\n%s", res.Log, text)
 	}
+	// Built into the engine, pushed by gilliam-sync: the push's cost, from the log.
+	if m := regexp.MustCompile(`gilliam-sync: pushed (sha256:\S+) in (\S+)`).FindStringSubmatch(string(text)); m == nil || !strings.HasSuffix(res.Image, m[1]) {
+		t.Errorf("build log %s does not say the image was pushed as %s", res.Log, res.Image)
+	} else {
+		testenv.Report(t, "build-push", fmt.Sprintf("Go service image pushed from the engine to the registry in %s (build %s)", m[2], res.Duration.Round(time.Millisecond)))
+	}
 	if !strings.Contains(logged.String(), `msg=build formation=buildtest service=go commit=c0ffee1 line="Go: `) {
 		t.Errorf("the build's output was not streamed to the logger with the service's name:\n%s", logged.String())
 	}
