@@ -4,16 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/google/go-containerregistry/pkg/authn"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/docker/docker/client"
-	"github.com/google/go-containerregistry/pkg/authn"
 )
 
 // The kinds of service Build makes an image for: the values of `type` in gilliam.yml.
@@ -50,11 +52,17 @@ type Config struct {
 	Timeout time.Duration
 	// LogsPerService is how many build logs are kept per service (default 20).
 	LogsPerService int
+	// Isolation is what build containers may reach and use: no network by default, memory,
+	// CPU and pids caps (isolation.go).
+	Isolation Isolation
+	// Registries is where images named by repositories may come from (registries.go).
+	// Registry, where builds publish, is always allowed and reached as it is configured.
+	Registries Registries
+	// Keychain gives the credentials to push to Registry and to read images with; nil
+	// means the Docker keychain (DOCKER_CONFIG, docker login).
+	Keychain authn.Keychain
 	// Logger receives what happens, build output included, line by line; nil discards it.
 	Logger *slog.Logger
-	// Keychain gives the credentials to push to Registry and to read images with (the
-	// lifecycle gets them too); nil means the Docker keychain (DOCKER_CONFIG, docker login).
-	Keychain authn.Keychain
 }
 
 // Builder turns a service at a commit into an image pinned by digest. There is one per
@@ -68,6 +76,10 @@ type Builder struct {
 	queue  *queue
 	log    *slog.Logger
 	stop   context.CancelFunc
+
+	// cgroupOK says whether Dockerfile builds get a pids cap (pidsCgroups).
+	cgroupOnce sync.Once
+	cgroupOK   bool
 }
 
 // New returns a Builder. It needs the Docker engine (builds run in it; DOCKER_HOST is
@@ -80,6 +92,10 @@ func New(cfg Config) (*Builder, error) {
 		return nil, errors.New("build: no data directory")
 	}
 	cfg.Registry = strings.TrimSuffix(cfg.Registry, "/")
+	if cfg.Keychain == nil {
+		cfg.Keychain = authn.DefaultKeychain
+	}
+	cfg.Registries.Keychain = cfg.Keychain
 	if cfg.Builder == "" {
 		cfg.Builder = DefaultBuilder
 	}
@@ -95,9 +111,6 @@ func New(cfg Config) (*Builder, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.Keychain == nil {
-		cfg.Keychain = authn.DefaultKeychain
-	}
 	dir, err := filepath.Abs(cfg.DataDir)
 	if err != nil {
 		return nil, fmt.Errorf("build: data directory: %w", err)
@@ -109,10 +122,14 @@ func New(cfg Config) (*Builder, error) {
 		}
 	}
 	pack, err := NewBuildpacks(BuildpacksConfig{Builder: cfg.Builder, Registry: cfg.Registry,
-		PackHome: filepath.Join(dir, "pack"), Logger: cfg.Logger, Keychain: cfg.Keychain})
+		PackHome: filepath.Join(dir, "pack"), Isolation: cfg.Isolation, Keychain: cfg.Keychain, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
+	cfg.Isolation = pack.iso
+	// The registry builds publish to is the operator's: images there may be named, and it
+	// is reached as builds reach it (plain HTTP when it offers no TLS).
+	cfg.Registries.Insecure = append(slices.Clone(cfg.Registries.Insecure), registryHost(cfg.Registry))
 	base, stop := context.WithCancel(context.Background())
 	return &Builder{cfg: cfg, docker: pack.docker, pack: pack, queue: newQueue(base, cfg.Concurrency),
 		log: cfg.Logger, stop: stop}, nil
@@ -121,7 +138,7 @@ func New(cfg Config) (*Builder, error) {
 // Close cancels the builds running and waiting; their callers get an error.
 func (b *Builder) Close() error {
 	b.stop()
-	return b.docker.Close()
+	return b.pack.Close()
 }
 
 // Registry is where images are published.
@@ -202,7 +219,7 @@ func (b *Builder) Build(ctx context.Context, req Request) (Result, error) {
 	}
 	log := b.log.With("formation", req.Formation, "service", req.Service)
 	if req.Kind == KindImage {
-		pinned, err := resolve(ctx, b.cfg.Keychain, req.Image)
+		pinned, err := b.resolve(ctx, req)
 		if err != nil {
 			return Result{}, err
 		}
@@ -239,7 +256,7 @@ func (b *Builder) Lookup(ctx context.Context, req Request) (image string, found 
 		return "", false, err
 	}
 	if req.Kind == KindImage {
-		pinned, err := resolve(ctx, b.cfg.Keychain, req.Image)
+		pinned, err := b.resolve(ctx, req)
 		return pinned, err == nil, err
 	}
 	tag, err := b.tag(ctx, req)
@@ -247,6 +264,23 @@ func (b *Builder) Lookup(ctx context.Context, req Request) (image string, found 
 		return "", false, err
 	}
 	return find(ctx, b.cfg.Keychain, Repository(b.cfg.Registry, req.Formation, req.Service), tag)
+}
+
+// resolve pins an image service's reference within the registry policy. A reference the
+// policy refuses is a *FailedError: the repository must change it.
+func (b *Builder) resolve(ctx context.Context, req Request) (string, error) {
+	pinned, err := b.cfg.Registries.Resolve(ctx, req.Image)
+	var perr *PolicyError
+	if errors.As(err, &perr) {
+		return "", &FailedError{Formation: req.Formation, Service: req.Service, Commit: req.Commit, Reason: perr.Error()}
+	}
+	return pinned, err
+}
+
+// registryHost is the registry part of a registry setting (host:port, maybe with a path).
+func registryHost(registry string) string {
+	host, _, _ := strings.Cut(registry, "/")
+	return host
 }
 
 // tag names the image of req's source in the registry: its tree hash, what builds it and
@@ -310,7 +344,7 @@ func (b *Builder) buildSource(ctx context.Context, req Request, repo, tag string
 		return "", fmt.Errorf("build %s/%s: write sources: %w", req.Formation, req.Service, err)
 	}
 	if req.Kind == KindDockerfile {
-		return buildDockerfile(ctx, b.docker, b.cfg.Keychain, src, repo, tag, req, out)
+		return b.buildDockerfile(ctx, src, repo, tag, req, out)
 	}
 	res, err := b.pack.Build(ctx, PackRequest{Formation: req.Formation, Service: req.Service,
 		Source: src, Tag: tag, Env: req.Env, Log: out})

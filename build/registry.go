@@ -52,7 +52,7 @@ func BuildEnv(env map[string]string) map[string]string {
 }
 
 // Find looks for repo:tag in its registry and returns it pinned by digest; found is false
-// when the tag does not exist. Credentials come from the Docker keychain.
+// when the tag does not exist.
 func Find(ctx context.Context, repo, tag string) (pinned string, found bool, err error) {
 	return find(ctx, authn.DefaultKeychain, repo, tag)
 }
@@ -75,12 +75,11 @@ func find(ctx context.Context, keychain authn.Keychain, repo, tag string) (pinne
 
 // Resolve pins an image reference to the digest its tag points at now, so a release never
 // changes under a moving tag. A reference pinned already is returned as it is.
-// Credentials come from the Docker keychain.
+//
+// Resolve applies no registry policy and reaches any registry over plain HTTP: it is for
+// references the operator wrote. References from repositories go through
+// Registries.Resolve (Builder.Build does).
 func Resolve(ctx context.Context, image string) (string, error) {
-	return resolve(ctx, authn.DefaultKeychain, image)
-}
-
-func resolve(ctx context.Context, keychain authn.Keychain, image string) (string, error) {
 	ref, err := name.ParseReference(image, name.Insecure)
 	if err != nil {
 		return "", fmt.Errorf("image %s: %w", image, err)
@@ -88,7 +87,7 @@ func resolve(ctx context.Context, keychain authn.Keychain, image string) (string
 	if d, ok := ref.(name.Digest); ok {
 		return d.String(), nil
 	}
-	desc, err := remote.Head(ref, remote.WithContext(ctx), remote.WithAuthFromKeychain(keychain))
+	desc, err := remote.Head(ref, remote.WithContext(ctx), remote.WithAuthFromKeychain(authn.DefaultKeychain))
 	if err != nil {
 		return "", fmt.Errorf("resolve image %s: %w", image, err)
 	}

@@ -99,6 +99,7 @@ var allowed = map[string]string{
 	"document markers":               "---\nservices:\n  web:\n    path: .\n...\n",
 	"byte order mark":                "\ufeffservices:\n  web:\n    path: .\n",
 	"windows line ends":              "services:\r\n  web:\r\n    path: .\r\n",
+	"BP_GO_TARGETS package paths":    "services:\n  web:\n    path: .\n    env: {BP_GO_TARGETS: \". ./cmd/web ./tools/...\"}\n",
 }
 
 func TestRulesAllow(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	units "github.com/docker/go-units"
 	"gopkg.in/yaml.v3"
 
 	"github.com/gilliam-sync/gilliam-sync/build"
@@ -45,6 +46,20 @@ type daemonConfig struct {
 		// release uses (see gilliam-sync gc); GCGrace spares what was built this recently.
 		GCInterval time.Duration `yaml:"gc_interval"`
 		GCGrace    time.Duration `yaml:"gc_grace"`
+		// Network is the Docker network build containers join: none (the default) or a
+		// network the operator made; never host. Memory (Docker's syntax: 2g, 512m), CPUs
+		// and Pids cap each build container. DockerfileURLs lets a Dockerfile ADD a URL,
+		// which the engine fetches from the host's network.
+		Network        string  `yaml:"network"`
+		Memory         string  `yaml:"memory"`
+		CPUs           float64 `yaml:"cpus"`
+		Pids           int64   `yaml:"pids"`
+		DockerfileURLs bool    `yaml:"dockerfile_urls"`
+		// AllowedRegistries are the registries images named in gilliam.yml (and base
+		// images a Dockerfile pulls) may come from; empty: any public registry.
+		// InsecureRegistries are reached over plain HTTP, and allowed.
+		AllowedRegistries  []string `yaml:"allowed_registries"`
+		InsecureRegistries []string `yaml:"insecure_registries"`
 	} `yaml:"builds"`
 	Releases struct {
 		Keep int `yaml:"keep"`
@@ -130,5 +145,31 @@ func (c *daemonConfig) validate() error {
 			errs = append(errs, err)
 		}
 	}
+	if _, err := c.buildIsolation(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
+}
+
+// buildIsolation is the builds' isolation as build.Config takes it; build.New checks the
+// values and fills in the defaults.
+func (c *daemonConfig) buildIsolation() (build.Isolation, error) {
+	iso := build.Isolation{Network: c.Builds.Network, CPUs: c.Builds.CPUs, Pids: c.Builds.Pids,
+		DockerfileURLs: c.Builds.DockerfileURLs}
+	if c.Builds.Network == "host" {
+		return iso, errors.New("builds.network: host would give the code built the host's loopback (Consul, the registry); use none or a network of your own")
+	}
+	if c.Builds.Memory != "" {
+		m, err := units.RAMInBytes(c.Builds.Memory)
+		if err != nil {
+			return iso, fmt.Errorf("builds.memory: %w", err)
+		}
+		iso.Memory = m
+	}
+	return iso, nil
+}
+
+// buildRegistries is where images named by repositories may come from.
+func (c *daemonConfig) buildRegistries() build.Registries {
+	return build.Registries{Allowed: c.Builds.AllowedRegistries, Insecure: c.Builds.InsecureRegistries}
 }

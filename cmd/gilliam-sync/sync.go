@@ -93,9 +93,13 @@ func runSync(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stder
 // runSyncDaemon runs the builder, the syncer and the webhook receiver of a configuration
 // until ctx ends.
 func runSyncDaemon(ctx context.Context, cfg *daemonConfig, store *state.Store, log *slog.Logger) error {
+	iso, err := cfg.buildIsolation()
+	if err != nil {
+		return err
+	}
 	builder, err := build.New(build.Config{Registry: cfg.Registry, Builder: cfg.Builder,
 		DataDir: filepath.Join(cfg.Data, "build"), Concurrency: cfg.Builds.Concurrency, Timeout: cfg.Builds.Timeout,
-		Logger: log.With("component", "build"), Keychain: cfg.keychain})
+		Isolation: iso, Registries: cfg.buildRegistries(), Keychain: cfg.keychain, Logger: log.With("component", "build")})
 	if err != nil {
 		return err
 	}
