@@ -143,7 +143,8 @@ type Place struct {
 	Indexes     map[string]uint64
 	Report      *state.PlacementReport // nil: unchanged
 	Start, Stop []state.Instance
-	Hosts       map[string]string // instance ID -> host, for Start and Stop
+	Hosts       map[string]string // instance ID -> the host it starts on
+	StopHosts   map[string]string // instance ID -> the host it stops on
 }
 
 func (a Place) String() string {

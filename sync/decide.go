@@ -2,6 +2,8 @@ package sync
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -233,6 +235,7 @@ func decidePlacement(in Input, d *Decision) {
 	w := in.World
 	var desired []placement.Instance
 	instances := map[string]state.Instance{}
+	avoid := unhealthyHosts(w)
 	for _, f := range w.KV.Formations() {
 		ds := w.KV.Desired[f]
 		if ds == nil {
@@ -244,8 +247,12 @@ func decidePlacement(in Input, d *Decision) {
 				res = placement.Resources{CPU: rel.Resources.CPU, Memory: rel.Resources.Memory}
 			}
 			instances[inst.ID] = inst
+			cs := constraints(ds.Services[inst.Service].Constraints)
+			for _, h := range avoid[inst.Release] {
+				cs = append(cs, placement.Constraint{Key: hostLabel, Op: placement.OpNotEqual, Value: h})
+			}
 			desired = append(desired, placement.Instance{ID: inst.ID, Formation: f, Service: inst.Service, Release: inst.Release,
-				Resources: res, Constraints: constraints(ds.Services[inst.Service].Constraints)})
+				Resources: res, Constraints: cs})
 		}
 	}
 	current := map[string][]string{}
@@ -255,7 +262,7 @@ func decidePlacement(in Input, d *Decision) {
 		}
 	}
 	res := placement.Plan(desired, placementHosts(w), current, w.Now, in.Policy.Placement)
-	a := Place{Indexes: map[string]uint64{}, Hosts: map[string]string{}, Report: unplacedReport(w, res.Unplaced)}
+	a := Place{Indexes: map[string]uint64{}, Hosts: map[string]string{}, StopHosts: map[string]string{}, Report: unplacedReport(w, res.Unplaced)}
 	for _, h := range res.Changed {
 		as := &state.Assignment{Host: h, Updated: w.Now.UTC(), Instances: []state.Instance{}}
 		for _, pi := range res.Assignments[h] {
@@ -272,7 +279,7 @@ func decidePlacement(in Input, d *Decision) {
 		if !ok {
 			inst = state.Instance{ID: m.Instance.ID}
 		}
-		a.Stop, a.Hosts[m.Instance.ID] = append(a.Stop, inst), m.Host
+		a.Stop, a.StopHosts[m.Instance.ID] = append(a.Stop, inst), m.Host
 	}
 	if len(a.Assignments) > 0 || a.Report != nil {
 		d.add(a)
@@ -284,10 +291,43 @@ func decidePlacement(in Input, d *Decision) {
 	}
 }
 
+// hostLabel is a label every host has for placement, its ID: what a constraint that keeps
+// a release off one host names.
+const hostLabel = "gilliam.host"
+
+// unhealthyAfter is how many restarts for a failing check an instance may have on one
+// host before its release avoids that host.
+const unhealthyAfter = 3
+
+// unhealthyHosts are, per release, the hosts where one of its instances was restarted
+// for a failing check unhealthyAfter times or more: the release is placed elsewhere, for
+// as long as that host's status remembers it.
+func unhealthyHosts(w *World) map[string][]string {
+	out := map[string][]string{}
+	hosts := make([]string, 0, len(w.KV.HostStatus))
+	for h := range w.KV.HostStatus {
+		hosts = append(hosts, h)
+	}
+	sort.Strings(hosts)
+	for _, h := range hosts {
+		for _, is := range w.KV.HostStatus[h].Instances {
+			if is.UnhealthyRestarts >= unhealthyAfter && !slices.Contains(out[is.Release], h) {
+				out[is.Release] = append(out[is.Release], h)
+			}
+		}
+	}
+	return out
+}
+
 func placementHosts(w *World) []placement.Host {
 	out := make([]placement.Host, 0, len(w.Hosts))
 	for _, h := range w.Hosts {
-		out = append(out, placement.Host{ID: h.ID, Labels: h.Labels, CriticalSince: w.HostFailingSince[h.ID],
+		labels := maps.Clone(h.Labels)
+		if labels == nil {
+			labels = map[string]string{}
+		}
+		labels[hostLabel] = h.ID
+		out = append(out, placement.Host{ID: h.ID, Labels: labels, CriticalSince: w.HostFailingSince[h.ID],
 			Capacity: placement.Resources{CPU: h.Capacity.CPU, Memory: h.Capacity.Memory}})
 	}
 	return out

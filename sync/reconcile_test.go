@@ -472,3 +472,24 @@ func TestReconcileInstanceCap(t *testing.T) {
 		t.Fatalf("over the cap: %s %+v", kinds(d.Actions), d.Actions)
 	}
 }
+
+// An instance restarted again and again for a failing check on one host moves: its
+// release avoids that host.
+func TestReconcileUnhealthyInstanceMoves(t *testing.T) {
+	w, m := world(t, "c1", web), memory()
+	w.Repos = nil
+	w.KV.Desired["shop"] = &state.Desired{Formation: "shop", Services: map[string]state.DesiredService{"web": {
+		Deployments: []state.Deployment{{Release: "r1", Scale: 1}}, Latest: "r1", FileScale: 1}}}
+	id := state.InstanceID("shop", "web", "r1", 0)
+	w.KV.Assignments["h1"] = &state.Assignment{Host: "h1", Instances: []state.Instance{{ID: id, Formation: "shop", Service: "web", Release: "r1"}}}
+	w.KV.HostStatus["h1"] = &state.HostStatus{Host: "h1", Instances: []state.InstanceStatus{{ID: id, Release: "r1", UnhealthyRestarts: 2}}}
+	if d := Reconcile(Input{World: w, Memory: m, Policy: policy()}); len(d.Actions) != 0 {
+		t.Fatalf("moved after 2 unhealthy restarts: %s", kinds(d.Actions))
+	}
+	w.KV.HostStatus["h1"].Instances[0].UnhealthyRestarts = 3
+	d := Reconcile(Input{World: w, Memory: m, Policy: policy()})
+	pl, ok := d.Actions[0].(Place)
+	if !ok || len(pl.Stop) != 1 || len(pl.Start) != 1 || pl.Hosts[id] == "h1" {
+		t.Fatalf("after 3 unhealthy restarts: %+v", d.Actions)
+	}
+}
