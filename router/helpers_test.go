@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -106,6 +107,8 @@ type backend struct {
 	srv  *httptest.Server
 	id   string
 	hits atomicCounter
+	// failing makes its /healthz answer 503.
+	failing atomic.Bool
 }
 
 type atomicCounter struct {
@@ -126,6 +129,9 @@ func newBackend(t testing.TB, name string, handler http.Handler) *backend {
 	b := &backend{name: name}
 	b.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/healthz" {
+			if b.failing.Load() {
+				w.WriteHeader(http.StatusServiceUnavailable)
+			}
 			return
 		}
 		b.hits.add()

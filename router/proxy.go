@@ -50,8 +50,7 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	rq.route = r.Table().Lookup(req.Host)
 	switch {
 	case rq.route == nil:
-		errorPage(lw, http.StatusNotFound, "No application here",
-			fmt.Sprintf("Nothing is deployed at %s.", NormalizeHost(req.Host)), rq.id)
+		errorPage(lw, http.StatusNotFound, "No application here", "Nothing is deployed at this address.", rq.id)
 		return
 	case len(rq.route.Backends) == 0:
 		lw.Header().Set("Retry-After", "1")

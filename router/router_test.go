@@ -64,7 +64,7 @@ func TestRoutesFromConsul(t *testing.T) {
 	if code, body := e.get("db.hello.localhost", "/"); code != 404 || strings.Contains(body, "hello") {
 		t.Errorf("internal service: %d %q, want a 404 naming no formation", code, body)
 	}
-	if code, body := e.get("nothing.localhost", "/"); code != 404 || !strings.Contains(body, "Nothing is deployed at nothing.localhost") {
+	if code, body := e.get("nothing.localhost", "/"); code != 404 || !strings.Contains(body, "Nothing is deployed at this address") {
 		t.Errorf("unknown host: %d %q", code, body)
 	}
 
@@ -93,22 +93,9 @@ func TestRoutesFromConsul(t *testing.T) {
 	}
 }
 
-// setCheck sets an instance's check status through Consul's agent, as the agent's own
-// check would: a TTL check is updated, an HTTP one is made to fail by its backend.
+// setCheck makes an instance's health check (HTTP, every 200ms) see status.
 func setCheck(t *testing.T, c *api.Client, b *backend, status string) {
-	t.Helper()
-	// Re-register with a TTL check in the wanted state: the agent applies it at once.
-	reg := &api.AgentServiceRegistration{}
-	svcs, err := c.Agent().Services()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := svcs[b.id]
-	reg.ID, reg.Name, reg.Address, reg.Port, reg.Tags, reg.Meta = s.ID, s.Service, s.Address, s.Port, s.Tags, s.Meta
-	reg.Check = &api.AgentServiceCheck{CheckID: "check-" + b.id, TTL: "10m", Status: status}
-	if err := c.Agent().ServiceRegister(reg); err != nil {
-		t.Fatal(err)
-	}
+	b.failing.Store(status != api.HealthPassing)
 }
 
 // Custom domains and the web service come from the formation's routes in KV; a domain
