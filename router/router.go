@@ -108,6 +108,7 @@ func New(cfg Config) (*Router, error) {
 		ErrorHandler:   r.proxyError,
 		ModifyResponse: modifyResponse,
 		ErrorLog:       slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
+		BufferPool:     bufferPool{},
 	}
 	r.table.Store(BuildTable(cfg.Domain, nil, nil, time.Now()))
 	return r, nil
@@ -178,3 +179,12 @@ func (r *Router) MetricsHandler() http.Handler {
 		fmt.Fprintf(w, "# HELP gilliam_router_bad_gateway_total Requests answered 502 or 504.\ngilliam_router_bad_gateway_total %d\n", s.BadGateway.Load())
 	})
 }
+
+// bufferPool keeps ReverseProxy's 32 KB copy buffers: without it every request allocates
+// (and clears) one.
+type bufferPool struct{}
+
+var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte  { return *buffers.Get().(*[]byte) }
+func (bufferPool) Put(b []byte) { buffers.Put(&b) }

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	stdsync "sync"
 	"time"
 
@@ -158,6 +159,27 @@ func serveRouter(ctx context.Context, f routerFlags, store *state.Store, log *sl
 		return err
 	}
 	log.Info("router serving", "http", addr.String(), "domain", r.Domain())
+	advertise := func(scheme string, a net.Addr) {
+		port := a.(*net.TCPAddr).Port
+		hostname, _ := os.Hostname()
+		id := fmt.Sprintf("%s-%s-%s-%d", router.ConsulService, hostname, scheme, port)
+		deregister, err := router.Register(store.Client(), id, a.String(), router.Listener{Scheme: scheme, Domain: r.Domain(), Port: port})
+		if err != nil {
+			log.Warn("router not registered in consul: gilliam-sync status will not show its URLs", "err", err)
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-ctx.Done()
+			if err := deregister(); err != nil {
+				log.Warn("router deregistration", "id", id, "err", err)
+			}
+		}()
+	}
+	if !*f.redirectHTTPS {
+		advertise("http", addr)
+	}
 	if certs != nil {
 		a, err := serve("https", *f.httpsListen, r, certs.TLSConfig())
 		if err != nil {
@@ -166,6 +188,7 @@ func serveRouter(ctx context.Context, f routerFlags, store *state.Store, log *sl
 			return err
 		}
 		log.Info("router serving", "https", a.String())
+		advertise("https", a)
 	}
 	if *f.metricsListen != "" {
 		mux := http.NewServeMux()
