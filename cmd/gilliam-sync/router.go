@@ -35,7 +35,7 @@ type routerFlags struct {
 
 func addRouterFlags(fs *flag.FlagSet, prefix, listen string) routerFlags {
 	f := routerFlags{
-		listen:    fs.String(prefix+"listen", listen, "address the router serves HTTP on"),
+		listen:    fs.String(prefix+"listen", listen, "address the router serves HTTP on"+map[bool]string{true: "; empty: no router", false: ""}[prefix != ""]),
 		domain:    fs.String(prefix+"domain", router.DefaultDomain, "domain formations are named under: <service>.<formation>.DOMAIN"),
 		accessLog: fs.Bool(prefix+"access-log", true, "log one line per request (in --log-format)"),
 	}
@@ -86,6 +86,9 @@ func runRouter(ctx context.Context, fs *flag.FlagSet, args []string, stdout, std
 	return 0
 }
 
+// errRouterListen marks a listener the router could not open.
+var errRouterListen = errors.New("cannot listen")
+
 // serveRouter runs a router until ctx ends: its Consul watches and its listeners. listening,
 // when set, gets the HTTP address once it is bound.
 func serveRouter(ctx context.Context, f routerFlags, store *state.Store, log *slog.Logger, listening func(addr string)) error {
@@ -121,7 +124,7 @@ func serveRouter(ctx context.Context, f routerFlags, store *state.Store, log *sl
 	serve := func(name, addr string, h http.Handler, tlsConf *tls.Config) (net.Addr, error) {
 		l, err := net.Listen("tcp", addr)
 		if err != nil {
-			return nil, fmt.Errorf("router %s: %w", name, err)
+			return nil, fmt.Errorf("router %s: %w: %w", name, errRouterListen, err)
 		}
 		srv := &http.Server{Handler: h, TLSConfig: tlsConf, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second,
 			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}

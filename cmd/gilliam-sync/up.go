@@ -147,10 +147,16 @@ func up(ctx context.Context, c upConfig, newStore func() (*state.Store, error), 
 	run("sync", func(ctx context.Context) error { return runSyncDaemon(ctx, cfg, store, log) })
 	if *c.router.listen != "" {
 		run("router", func(ctx context.Context) error {
-			return serveRouter(ctx, c.router, store, log, func(addr string) {
+			err := serveRouter(ctx, c.router, store, log, func(addr string) {
 				_, port, _ := net.SplitHostPort(addr)
 				log.Info("router: every formation at http://<formation>."+*c.router.domain+":"+port+"/", "example", "http://hello."+*c.router.domain+":"+port+"/")
 			})
+			if errors.Is(err, errRouterListen) {
+				// Another up (or anything) has the port: the rest runs without a router.
+				log.Error("router not started; --router-listen picks another address", "err", err)
+				return nil
+			}
+			return err
 		})
 	}
 	log.Info("gilliam-sync up", "repo", gitwatch.Sanitize(c.repo.URL), "ref", c.repo.Branches[0], "host", c.hostID, "registry", c.registry, "data", data)
