@@ -24,6 +24,18 @@ type loadResult struct {
 	elapsed   time.Duration
 }
 
+// merge adds o's requests to r (elapsed adds up: the runs were one after the other).
+func (r *loadResult) merge(o *loadResult) {
+	r.sent += o.sent
+	r.ok += o.ok
+	for k, v := range o.statuses {
+		r.statuses[k] += v
+	}
+	r.errors = append(r.errors, o.errors...)
+	r.latencies = append(r.latencies, o.latencies...)
+	r.elapsed += o.elapsed
+}
+
 func (r *loadResult) percentile(p float64) time.Duration {
 	if len(r.latencies) == 0 {
 		return 0
