@@ -167,6 +167,7 @@ type watcher struct {
 	stats      *Stats
 	rebuild    func(instances []Instance, routes []*state.Routes)
 
+	buildMu   sync.Mutex
 	mu        sync.Mutex
 	instances map[string][]Instance // by Consul service name
 	routes    []*state.Routes
@@ -189,8 +190,12 @@ func (w *watcher) follower(name string, fetch func(context.Context, uint64, time
 		log: w.log, stats: w.stats, fetch: fetch, changed: w.changed}
 }
 
-// changed builds a table from what the watches hold now.
+// changed builds a table from what the watches hold now. Builds are one at a time, each
+// from a snapshot taken inside: two watches answering together cannot swap in an older
+// snapshot after a newer one.
 func (w *watcher) changed() {
+	w.buildMu.Lock()
+	defer w.buildMu.Unlock()
 	w.mu.Lock()
 	var all []Instance
 	for _, in := range w.instances {
