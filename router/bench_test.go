@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -42,9 +43,13 @@ func BenchmarkRouterVsDirect(b *testing.B) {
 		// Interleaved, so that the other work on the machine weighs on both alike.
 		dMax, rMax := &loadResult{statuses: map[int]int{}}, &loadResult{statuses: map[int]int{}}
 		d1k, r1k := &loadResult{statuses: map[int]int{}}, &loadResult{statuses: map[int]int{}}
+		var dCPU, rCPU time.Duration // process CPU (user+system): the cost, whatever the load
 		for range 6 {
+			c0 := cpuTime()
 			dMax.merge(closedLoop(client, direct, 32, 500*time.Millisecond))
+			c1 := cpuTime()
 			rMax.merge(closedLoop(client, routed, 32, 500*time.Millisecond))
+			dCPU, rCPU = dCPU+c1-c0, rCPU+cpuTime()-c1
 		}
 		for range 5 {
 			d1k.merge(constantRate(timeout(time.Second), client, direct, 1000))
@@ -53,6 +58,9 @@ func BenchmarkRouterVsDirect(b *testing.B) {
 		dRate, rRate := float64(dMax.ok)/dMax.elapsed.Seconds(), float64(rMax.ok)/rMax.elapsed.Seconds()
 		fmt.Fprintf(&report, "router vs direct, loopback, %d cores shared by load generator, router and instance\n", numCPU())
 		fmt.Fprintf(&report, "  max throughput, 32 workers, 3s (6 x 0.5s, interleaved): direct %.0f req/s, router %.0f req/s (%.0f%% of direct)\n", dRate, rRate, 100*rRate/dRate)
+		dPer, rPer := dCPU/time.Duration(max(dMax.sent, 1)), rCPU/time.Duration(max(rMax.sent, 1))
+		fmt.Fprintf(&report, "  CPU per request (load generator + instance, + router): direct %s, router %s, the router's share %s\n",
+			dPer.Round(100*time.Nanosecond), rPer.Round(100*time.Nanosecond), (rPer - dPer).Round(100*time.Nanosecond))
 		fmt.Fprintf(&report, "  at 1000 req/s, 5s (5 x 1s, interleaved): direct p50 %s p99 %s; router p50 %s p99 %s; added p99 %s\n",
 			d1k.percentile(0.5).Round(time.Microsecond), d1k.percentile(0.99).Round(time.Microsecond),
 			r1k.percentile(0.5).Round(time.Microsecond), r1k.percentile(0.99).Round(time.Microsecond),
@@ -62,6 +70,7 @@ func BenchmarkRouterVsDirect(b *testing.B) {
 		b.ReportMetric(dRate, "direct-req/s")
 		b.ReportMetric(rRate, "router-req/s")
 		b.ReportMetric(float64(r1k.percentile(0.99)-d1k.percentile(0.99))/float64(time.Millisecond), "added-p99-ms")
+		b.ReportMetric(float64(rPer-dPer)/float64(time.Microsecond), "router-cpu-µs/req")
 		for _, r := range []*loadResult{dMax, rMax, d1k, r1k} {
 			if len(r.errors) > 0 || r.ok != r.sent {
 				b.Errorf("failed requests: %s; errors %v", r, r.errors[:min(3, len(r.errors))])
@@ -132,4 +141,13 @@ func timeout(d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	_ = cancel // released when d passes
 	return ctx
+}
+
+// cpuTime is the CPU time this process has used, user and system.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
