@@ -101,6 +101,8 @@ func New(cfg Config) (*Router, error) {
 		IdleConnTimeout:       90 * time.Second,
 		ResponseHeaderTimeout: cfg.FirstByteTimeout,
 		ExpectContinueTimeout: time.Second,
+		// Responses pass through as the instance encoded them, for what the client asked.
+		DisableCompression: true,
 	}
 	r.proxy = &httputil.ReverseProxy{
 		Rewrite:        r.rewrite,

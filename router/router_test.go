@@ -240,7 +240,7 @@ func TestHeadersAndAccessLog(t *testing.T) {
 	})
 	echo := newBackend(t, "echo", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := map[string]string{"Host": r.Host}
-		for _, k := range []string{"X-Request-Id", "X-Request-Start", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host"} {
+		for _, k := range []string{"X-Request-Id", "X-Request-Start", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Accept-Encoding"} {
 			h[k] = r.Header.Get(k)
 		}
 		_ = json.NewEncoder(w).Encode(h)
@@ -279,11 +279,26 @@ func TestHeadersAndAccessLog(t *testing.T) {
 			t.Errorf("X-Request-Id returned %q, want %q", got, id)
 		}
 	}
+	// A client that asks for no compression gets none asked of the instance either.
+	plain := &http.Client{Transport: &http.Transport{DisableCompression: true}}
+	req, _ := http.NewRequest("GET", "http://"+e.addr+"/", nil)
+	req.Host = "hdr.localhost"
+	resp, err := plain.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h map[string]string
+	_ = json.NewDecoder(resp.Body).Decode(&h)
+	resp.Body.Close()
+	if h["Accept-Encoding"] != "" {
+		t.Errorf("the router asked the instance for %q; the client asked for no encoding", h["Accept-Encoding"])
+	}
+
 	logMu.Lock()
 	defer logMu.Unlock()
 	lines := strings.Split(strings.TrimSpace(logged.String()), "\n")
 	var line map[string]any
-	if len(lines) != 2 || json.Unmarshal([]byte(lines[1]), &line) != nil {
+	if len(lines) != 3 || json.Unmarshal([]byte(lines[1]), &line) != nil {
 		t.Fatalf("access log: %q", logged.String())
 	}
 	if line["request_id"] != "abc-123" || line["status"] != 200.0 || line["formation"] != "hdr" || line["service"] != "web" || line["host"] != "hdr.localhost" {
