@@ -114,6 +114,7 @@ func TestDefaultsInSchemaMatchConstants(t *testing.T) {
 		"previews.enabled":                     false,
 		"services.<name>.internal":             false,
 		"services.<name>.read_only":            false,
+		"services.<name>.web":                  false,
 	}
 	var withDefault []string
 	for k, v := range keys {

@@ -22,6 +22,10 @@ var formationFields = []field[Formation]{
 		decode: func(d *decoder, n *yaml.Node, p path, f *Formation) { f.Services = d.services(n, p) }},
 	object("previews", func(f *Formation) *Previews { return &f.Previews }, previewFields,
 		"Preview formations: one per open pull request, built from its head, named <formation>-pr-<number>."),
+	{key: "domains",
+		doc:    "Custom host names (shop.example.com) the router serves the formation's web service at, besides <formation>.<domain>. A domain belongs to one formation.",
+		schema: listSchema(stringSchema(domainPattern), 0),
+		decode: func(d *decoder, n *yaml.Node, p path, f *Formation) { f.Domains = d.domains(n, p) }},
 }
 
 var serviceFields = []field[Service]{
@@ -57,6 +61,8 @@ var serviceFields = []field[Service]{
 		"An auxiliary service (a database, a cache): reachable by the formation's services only, never exposed outside it."),
 	boolean("read_only", func(s *Service) *bool { return &s.ReadOnly }, false,
 		"The instance's root filesystem is read-only; /tmp is a small writable tmpfs."),
+	boolean("web", func(s *Service) *bool { return &s.Web }, false,
+		"The service the router serves at <formation>.<domain> and at the formation's domains. Default: the service named web."),
 	stringList("depends_on", func(s *Service) *[]string { return &s.DependsOn }, false,
 		"Services of this formation rolled out, and healthy, before this one."),
 	object("rollout", func(s *Service) *Rollout { return &s.Rollout }, rolloutFields,

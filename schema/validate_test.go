@@ -130,3 +130,23 @@ func TestPrimaryPort(t *testing.T) {
 		t.Error("worker has a primary port")
 	}
 }
+
+// The web service is the one marked web: true, else the one named web unless internal.
+func TestWebService(t *testing.T) {
+	for _, c := range []struct {
+		yml, want string
+	}{
+		{"services:\n  web:\n    path: .\n  api:\n    path: .\n", "web"},
+		{"services:\n  web:\n    path: .\n  api:\n    path: .\n    web: true\n", "api"},
+		{"services:\n  web:\n    path: .\n    internal: true\n", ""},
+		{"services:\n  api:\n    path: .\n", ""},
+	} {
+		f, err := Parse("gilliam.yml", []byte(c.yml))
+		if err != nil {
+			t.Fatalf("%s: %v", c.yml, err)
+		}
+		if got := f.WebService(); got != c.want {
+			t.Errorf("%s: web service %q, want %q", c.yml, got, c.want)
+		}
+	}
+}

@@ -16,7 +16,9 @@ import (
 // what a pattern cannot say (ranges, precise messages).
 
 const (
-	labelPattern   = `^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`
+	labelPattern = `^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`
+	// A host name of at least two lowercase labels: shop.example.com.
+	domainPattern  = `^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`
 	envNamePattern = `^[A-Za-z_][A-Za-z0-9_]*$`
 	// Go durations with a unit on every number; "0" alone is allowed. Go also accepts signs
 	// and ".5s"; gilliam.yml keeps to the plain forms.
@@ -42,6 +44,7 @@ var (
 	cpuRE        = regexp.MustCompile(cpuPattern)
 	processRE    = regexp.MustCompile(processPattern)
 	httpPathRE   = regexp.MustCompile(httpPathPattern)
+	domainRE     = regexp.MustCompile(domainPattern)
 	imageRE      = regexp.MustCompile(imagePattern)
 	constraintRE = regexp.MustCompile(constraintPattern)
 )

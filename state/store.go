@@ -289,8 +289,8 @@ func (s *Store) UpdateDesired(ctx context.Context, formation string, update func
 	return nil, fmt.Errorf("desired state of %s: too many conflicting writes", formation)
 }
 
-// DeleteFormation removes a formation's desired state, status, config and history, and
-// its releases: what a torn-down preview leaves behind.
+// DeleteFormation removes a formation's desired state, status, config and history, its
+// releases and its routes: what a torn-down preview leaves behind.
 func (s *Store) DeleteFormation(ctx context.Context, formation string) error {
 	w := (&api.WriteOptions{}).WithContext(ctx)
 	for _, prefix := range []string{s.formationsKey() + formation + "/", s.releasesKey(formation)} {
@@ -299,7 +299,8 @@ func (s *Store) DeleteFormation(ctx context.Context, formation string) error {
 			return fmt.Errorf("delete %s: %w", prefix, err)
 		}
 	}
-	return nil
+	// Not a tree: routes/hello is a prefix of routes/hello-pr-1.
+	return s.DeleteRoutes(ctx, formation)
 }
 
 // Config reads a formation's config vars and their ModifyIndex (nil, 0 when none).

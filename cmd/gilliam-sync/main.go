@@ -26,6 +26,7 @@ var commands = []*command{
 	upCmd,
 	syncCmd,
 	hostCmd,
+	routerCmd,
 	statusCmd,
 	planCmd,
 	releasesCmd,

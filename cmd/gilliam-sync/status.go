@@ -13,6 +13,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/gilliam-sync/gilliam-sync/router"
 	"github.com/gilliam-sync/gilliam-sync/state"
 )
 
@@ -41,6 +42,8 @@ type serviceView struct {
 	Name        string             `json:"name"`
 	Deployments []state.Deployment `json:"deployments"`
 	Image       string             `json:"image,omitempty"`
+	// URLs are where routers serve the service (none when internal, or with no router).
+	URLs []string `json:"urls"`
 	// Latest is the release of the latest commit; Pinned the release a rollback holds the
 	// service on; Failed the last release whose roll-out was reverted.
 	Latest string `json:"latest,omitempty"`
@@ -148,6 +151,16 @@ func collectStatus(ctx context.Context, store *state.Store, only string) ([]form
 		}
 	}
 
+	// Routers in Consul and the formations' routes give each service its URLs; without
+	// them, status still shows the rest.
+	listeners, _ := router.Listeners(store.Client())
+	routes := map[string]*state.Routes{}
+	if rs, _, err := store.WatchRoutes(ctx, 0, 0); err == nil {
+		for _, r := range rs {
+			routes[r.Formation] = r
+		}
+	}
+
 	var views []formationView
 	for _, name := range names {
 		v := formationView{Name: name}
@@ -181,11 +194,18 @@ func collectStatus(ctx context.Context, store *state.Store, only string) ([]form
 			if ds.Pin != nil {
 				sv.Pinned = ds.Pin.Release
 			}
+			internal := false
 			if deps := sv.Deployments; len(deps) > 0 {
 				if rel, err := store.Release(ctx, name, deps[len(deps)-1].Release); err == nil && rel != nil {
-					sv.Image = rel.Image
+					sv.Image, internal = rel.Image, rel.Internal
 				}
 			}
+			web := s == router.WebService
+			var domains []string
+			if rs := routes[name]; rs != nil {
+				web, domains = rs.Web == s || rs.Web == "" && web, rs.Domains
+			}
+			sv.URLs = router.URLs(listeners, name, s, internal, web, domains)
 			health := serviceHealth(store.Client(), state.ServiceName(name, s))
 			for _, inst := range instances {
 				if inst.Service != s {
@@ -276,6 +296,9 @@ func printStatus(w io.Writer, views []formationView) {
 			fmt.Fprintf(w, "  service %s: scale %d%s, running %s\n", s.Name, s.Scale, by, orDash(strings.Join(deps, ", ")))
 			if s.Image != "" {
 				fmt.Fprintf(w, "    image %s\n", s.Image)
+			}
+			for _, u := range s.URLs {
+				fmt.Fprintf(w, "    url %s\n", u)
 			}
 			if r := s.Rollout; r != nil {
 				fmt.Fprintf(w, "    roll-out (%s) from %s to %s, started %s ago\n", r.Cause, orDash(short(r.From)), short(r.To), time.Since(r.Started).Round(time.Second))

@@ -43,6 +43,7 @@ func runUp(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr 
 	advertise := fs.String("advertise", "127.0.0.1", "IP address instances are published and registered on")
 	labels := labelsFlag{}
 	fs.Var(labels, "labels", "host labels, key=value,...")
+	routerF := addRouterFlags(fs, "router-", "127.0.0.1:8080")
 	store := consulFlags(fs)
 	logger := logFlags(fs, stderr)
 	if positional, err := parseArgs(fs, args); err != nil {
@@ -64,6 +65,7 @@ func runUp(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr 
 	if err := up(ctx, upConfig{
 		repo: repo.config(), data: *data, builder: *builder, registry: *reg,
 		registryListen: *regListen, hostID: *hostID, advertise: *advertise, labels: labels,
+		router: routerF,
 	}, store, log); err != nil {
 		log.Error("gilliam-sync up stopped", "err", err)
 		return 1
@@ -76,6 +78,8 @@ type upConfig struct {
 	data, builder, registry, registryListen string
 	hostID, advertise                       string
 	labels                                  map[string]string
+	// router: the router's flags; its --router-listen empty runs no router.
+	router routerFlags
 }
 
 func up(ctx context.Context, c upConfig, newStore func() (*state.Store, error), log *slog.Logger) error {
@@ -90,7 +94,7 @@ func up(ctx context.Context, c upConfig, newStore func() (*state.Store, error), 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg stdsync.WaitGroup
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	run := func(name string, f func(context.Context) error) {
 		wg.Add(1)
 		go func() {
@@ -163,6 +167,20 @@ func up(ctx context.Context, c upConfig, newStore func() (*state.Store, error), 
 	}
 	run("hostd", host.Run)
 	run("sync", func(ctx context.Context) error { return runSyncDaemon(ctx, cfg, store, log) })
+	if *c.router.listen != "" {
+		run("router", func(ctx context.Context) error {
+			err := serveRouter(ctx, c.router, store, log, func(addr string) {
+				_, port, _ := net.SplitHostPort(addr)
+				log.Info("router: every formation at http://<formation>."+*c.router.domain+":"+port+"/", "example", "http://hello."+*c.router.domain+":"+port+"/")
+			})
+			if errors.Is(err, errRouterListen) {
+				// Another up (or anything) has the port: the rest runs without a router.
+				log.Error("router not started; --router-listen picks another address", "err", err)
+				return nil
+			}
+			return err
+		})
+	}
 	log.Info("gilliam-sync up", "repo", gitwatch.Sanitize(c.repo.URL), "ref", c.repo.Branches[0], "host", c.hostID, "registry", c.registry, "data", data)
 	<-ctx.Done()
 	wg.Wait()
