@@ -28,7 +28,8 @@ type Snapshot struct {
 	Assignments map[string]*Assignment         // host ->
 	HostStatus  map[string]*HostStatus         // host ->
 	Observed    map[string]*Observed           // repository key ->
-	Claims      map[string]*Claim              // formation ->
+	Claims      map[string]*Claim
+	Routes      map[string]*Routes // formation ->
 	Placement   *PlacementReport
 
 	// Problems are keys whose value could not be decoded: they are left out, and said.
@@ -96,7 +97,7 @@ func (s *Store) decode(pairs api.KVPairs, index uint64) *Snapshot {
 		Desired: map[string]*Desired{}, Status: map[string]*FormationStatus{},
 		Config: map[string]map[string]string{}, History: map[string][]Event{},
 		Releases: map[string]map[string]*Release{}, Assignments: map[string]*Assignment{},
-		HostStatus: map[string]*HostStatus{}, Observed: map[string]*Observed{}, Claims: map[string]*Claim{},
+		HostStatus: map[string]*HostStatus{}, Observed: map[string]*Observed{}, Claims: map[string]*Claim{}, Routes: map[string]*Routes{},
 		Placement: &PlacementReport{},
 	}
 	for _, p := range pairs {
@@ -175,6 +176,12 @@ func (snap *Snapshot) add(key string, value []byte) error {
 			o.Targets = map[string]ObservedTarget{}
 		}
 		snap.Observed[parts[1]] = &o
+	case len(parts) == 2 && parts[0] == "routes":
+		var r Routes
+		if err := into(&r); err != nil {
+			return err
+		}
+		snap.Routes[parts[1]] = &r
 	case len(parts) == 2 && parts[0] == "claims":
 		var c Claim
 		if err := into(&c); err != nil {
@@ -250,6 +257,10 @@ func (b *Batch) PutHistory(formation string, h []Event, index uint64) {
 // exist: the first source to claim a name wins).
 func (b *Batch) PutClaim(c *Claim, index uint64) { b.put(b.store.claimKey(c.Formation), c, ptr(index)) }
 
+// PutRoutes writes what the router needs of a formation (the caller checked its domains
+// against the other formations').
+func (b *Batch) PutRoutes(r *Routes) { b.put(b.store.routeKey(r.Formation), r, nil) }
+
 // PutAssignment writes a host's assignment if its ModifyIndex is still index.
 func (b *Batch) PutAssignment(a *Assignment, index uint64) {
 	b.put(b.store.assignmentKey(a.Host), a, ptr(index))
@@ -268,6 +279,7 @@ func (b *Batch) DeleteFormation(formation string) {
 	for _, prefix := range []string{b.store.formationsKey() + formation + "/", b.store.releasesKey(formation)} {
 		b.ops = append(b.ops, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVDeleteTree, Key: prefix}})
 	}
+	b.ops = append(b.ops, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVDelete, Key: b.store.routeKey(formation)}})
 }
 
 // AppendEvents is history with events added, keeping the newest maxHistory.
@@ -332,6 +344,7 @@ func (s *Snapshot) Clone() *Snapshot {
 	c.HostStatus = maps.Clone(s.HostStatus)
 	c.Observed = maps.Clone(s.Observed)
 	c.Claims = maps.Clone(s.Claims)
+	c.Routes = maps.Clone(s.Routes)
 	c.indexes = maps.Clone(s.indexes)
 	return &c
 }

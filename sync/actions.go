@@ -45,6 +45,8 @@ type Deploy struct {
 	Status   *state.FormationStatus
 	Observed *state.Observed
 	Cause    string
+	// Routes is what the router needs of the formation, written when it changed.
+	Routes *state.Routes
 	// Claim is the formation's claim for this source, written (check-and-set on its
 	// absence) when the name had none.
 	Claim *state.Claim

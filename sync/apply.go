@@ -99,6 +99,9 @@ func (e *executor) apply(ctx context.Context, a Action) (bool, error) {
 		if a.Claim != nil {
 			b.PutClaim(a.Claim, 0)
 		}
+		if a.Routes != nil {
+			b.PutRoutes(a.Routes)
+		}
 		if err := e.store.Apply(ctx, b); err != nil {
 			return false, err
 		}

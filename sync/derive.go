@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -51,6 +52,10 @@ func deploy(in Input, t Target, name, cause string, out ImagesOutcome) Action {
 		o.Commit, o.Formation, o.Preview, o.TornDown, o.Error = t.Commit, name, t.preview(), false, ""
 	})
 	a := Deploy{Target: t, Desired: desired, Index: w.KV.DesiredIndex(name), Releases: fresh, Status: status, Observed: obs, Cause: cause}
+	if r := routesOf(t, name, t.Source.Formation); !sameRoutes(w.KV.Routes[name], r) {
+		r.Updated = w.Now.UTC()
+		a.Routes = r
+	}
 	if base := nameOf(t, t.Source.Formation); w.KV.Claims[base] == nil {
 		a.Claim = &state.Claim{Formation: base, Repo: t.Repo, URL: t.RepoURL, File: t.File, Since: w.Now.UTC()}
 	}
@@ -190,4 +195,9 @@ func newRelease(formation string, svc *schema.Service, image string, config map[
 	}
 	r.ID = r.ComputeID()
 	return r
+}
+
+// sameRoutes compares routes but for when they were written.
+func sameRoutes(a, b *state.Routes) bool {
+	return a != nil && b != nil && a.Web == b.Web && slices.Equal(a.Domains, b.Domains)
 }

@@ -135,6 +135,9 @@ func (r *dryRun) apply(ctx context.Context, a Action) (bool, error) {
 		if a.Claim != nil {
 			kv.Claims[a.Claim.Formation] = a.Claim
 		}
+		if a.Routes != nil {
+			kv.Routes[a.Routes.Formation] = a.Routes
+		}
 	case Advance:
 		kv.Desired[a.Desired.Formation], kv.History[a.Desired.Formation] = a.Desired, a.History
 	case Teardown:

@@ -2,6 +2,8 @@ package sync
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/gilliam-sync/gilliam-sync/build"
@@ -141,6 +143,10 @@ func decideTarget(in Input, t Target, d *Decision, touched map[string]bool) {
 			short(t.Commit), c.Formation, c.URL, c.File, t.RepoURL, t.File, c.Formation, t.RepoURL), d)
 		return
 	}
+	if owner := domainOwner(w.KV, name, routesOf(t, name, f)); owner != "" {
+		stall(in, t, name, fmt.Errorf("commit %s: %s", short(t.Commit), owner), d)
+		return
+	}
 	if n := totalScale(t, f); n > in.Policy.MaxInstances {
 		stall(in, t, name, fmt.Errorf("commit %s: formation %s asks for %d instances, over this installation's limit of %d (limits.instances_per_formation in gilliam-sync.yml): lower the scales",
 			short(t.Commit), name, n, in.Policy.MaxInstances), d)
@@ -261,4 +267,26 @@ func totalScale(t Target, f *schema.Formation) int {
 		n += svc.Scale
 	}
 	return n
+}
+
+// routesOf is what the router needs of a target's formation: its web service and, for
+// the formation itself (never a preview, which would claim its base's names), its domains.
+func routesOf(t Target, name string, f *schema.Formation) *state.Routes {
+	r := &state.Routes{Formation: name, Web: f.WebService()}
+	if !t.preview() {
+		r.Domains = f.Domains
+	}
+	return r
+}
+
+// domainOwner says which of r's domains another formation owns already, or "".
+func domainOwner(kv *state.Snapshot, name string, r *state.Routes) string {
+	for _, d := range r.Domains {
+		for f, other := range kv.Routes {
+			if f != name && slices.ContainsFunc(other.Domains, func(o string) bool { return strings.EqualFold(o, d) }) {
+				return fmt.Sprintf("domain %s is formation %s's already: a domain belongs to one formation; remove it from one gilliam.yml", d, f)
+			}
+		}
+	}
+	return ""
 }

@@ -493,3 +493,21 @@ func TestReconcileUnhealthyInstanceMoves(t *testing.T) {
 		t.Fatalf("after 3 unhealthy restarts: %+v", d.Actions)
 	}
 }
+
+// A deploy writes the routes the router needs (web service, domains); a domain another
+// formation owns is refused with a clear error.
+func TestReconcileRoutesAndDomains(t *testing.T) {
+	file := "domains: [shop.example.com]\n" + web
+	w, m := world(t, "c1", file), memory()
+	m.Images["repo refs/heads/main gilliam.yml"] = ImagesOutcome{Commit: "c1", Images: map[string]string{"web": "r@sha256:1"}}
+	d := Reconcile(Input{World: w, Memory: m, Policy: policy()})
+	dep, ok := d.Actions[0].(Deploy)
+	if !ok || dep.Routes == nil || dep.Routes.Web != "web" || fmt.Sprint(dep.Routes.Domains) != "[shop.example.com]" {
+		t.Fatalf("routes: %+v", d.Actions)
+	}
+	w.KV.Routes["other"] = &state.Routes{Formation: "other", Domains: []string{"shop.example.com"}}
+	d = Reconcile(Input{World: w, Memory: m, Policy: policy()})
+	if rec, ok := d.Actions[0].(Record); !ok || !strings.Contains(rec.Why, "domain shop.example.com is formation other's already") {
+		t.Fatalf("a claimed domain: %+v", d.Actions)
+	}
+}
