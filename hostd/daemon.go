@@ -60,6 +60,11 @@ type Config struct {
 	DeregisterAfter time.Duration
 	// StopTimeout is how long an instance has between SIGTERM and SIGKILL (10s).
 	StopTimeout time.Duration
+	// DrainDelay is how long a running instance keeps running after it left the catalog
+	// and before its SIGTERM (1s): routers and discovery follow the catalog within a few
+	// tens of milliseconds, so requests sent just before stop arriving, and an app that
+	// does not finish its requests on SIGTERM loses none. Negative: no delay.
+	DrainDelay time.Duration
 	// Resync is how often a converge pass runs without any event (5s): it is also how
 	// soon registrations the agent lost are made again.
 	Resync time.Duration
@@ -108,6 +113,7 @@ func (c *Config) setDefaults() {
 	def(&c.HostTTL, 5*time.Second)
 	def(&c.DeregisterAfter, time.Minute)
 	def(&c.StopTimeout, 10*time.Second)
+	def(&c.DrainDelay, time.Second)
 	def(&c.Resync, 5*time.Second)
 	def(&c.OrphanGrace, time.Minute)
 	def(&c.StableAfter, time.Minute)

@@ -509,6 +509,9 @@ func (d *Daemon) drain(ctx context.Context, p *pass, c observed, assigned bool) 
 			p.fail(err)
 			return
 		}
+		if c.State == "running" && d.cfg.DrainDelay > 0 {
+			sleep(ctx, d.cfg.DrainDelay) // new requests stop coming before the app is told to stop
+		}
 	}
 	secs := int((d.cfg.StopTimeout + time.Second - 1) / time.Second)
 	if err := d.docker.ContainerStop(ctx, c.ID, container.StopOptions{Timeout: &secs}); err != nil && !errdefs.IsNotFound(err) {
