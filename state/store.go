@@ -497,13 +497,47 @@ func uniqueSegments(keys []string, prefix string) []string {
 }
 
 // LeaderLock is the lock the sync daemons contend for: held through a session with ttl,
-// and lockDelay before another may take it after a holder is lost.
-func (s *Store) LeaderLock(id string, ttl, lockDelay time.Duration) (*api.Lock, error) {
+// and lockDelay before another may take it after a holder is lost. With checkID (see
+// RegisterSyncDaemon) the session is also bound to that check: a daemon that dies lets its
+// check go critical within the check's TTL, which ends the session at once, well before
+// the session's own TTL (Consul's minimum is 10s, and it waits up to twice that).
+func (s *Store) LeaderLock(id string, ttl, lockDelay time.Duration, checkID string) (*api.Lock, error) {
+	se := &api.SessionEntry{Name: "gilliam-sync leader " + id, TTL: ttl.String(), LockDelay: lockDelay}
+	if checkID != "" {
+		se.NodeChecks = []string{"serfHealth"}
+		se.ServiceChecks = []api.ServiceCheck{{ID: checkID}}
+	}
 	return s.client.LockOpts(&api.LockOptions{
 		Key:         s.LeaderKey(),
 		Value:       []byte(id),
-		SessionName: "gilliam-sync leader " + id,
+		SessionOpts: se,
 		SessionTTL:  ttl.String(),
-		LockDelay:   lockDelay,
 	})
+}
+
+// SyncDaemonService is the Consul service each sync daemon registers on its local agent,
+// with a TTL check it keeps passing: the leader's session is bound to it.
+const SyncDaemonService = "gilliam-sync"
+
+// RegisterSyncDaemon registers a sync daemon's liveness (a TTL check of ttl) on the local
+// agent, passing; keep it passing with PassSyncDaemon. It returns the check's ID.
+func (s *Store) RegisterSyncDaemon(id string, ttl time.Duration) (string, error) {
+	checkID := SyncDaemonService + "-alive-" + id
+	reg := &api.AgentServiceRegistration{ID: SyncDaemonService + "-" + id, Name: SyncDaemonService, Meta: map[string]string{"daemon": id},
+		Check: &api.AgentServiceCheck{CheckID: checkID, Name: "sync daemon " + id + " alive", TTL: ttl.String(),
+			Status: api.HealthPassing, DeregisterCriticalServiceAfter: "1m"}}
+	if err := s.client.Agent().ServiceRegister(reg); err != nil {
+		return "", fmt.Errorf("register sync daemon %s: %w", id, err)
+	}
+	return checkID, nil
+}
+
+// PassSyncDaemon keeps a sync daemon's liveness check passing.
+func (s *Store) PassSyncDaemon(checkID string) error {
+	return s.client.Agent().UpdateTTL(checkID, "alive", api.HealthPassing)
+}
+
+// DeregisterSyncDaemon removes a sync daemon's liveness registration (a clean stop).
+func (s *Store) DeregisterSyncDaemon(id string) error {
+	return s.client.Agent().ServiceDeregister(SyncDaemonService + "-" + id)
 }

@@ -41,6 +41,10 @@ type Config struct {
 	// from acting while the old one may still be finishing a write.
 	LockTTL   time.Duration
 	LockDelay time.Duration
+	// LivenessTTL is the TTL of the daemon's own check on its local Consul agent (default
+	// 5s), renewed five times per TTL; the leader's session is bound to it, so a leader
+	// that dies loses the lock within it, rather than within one to two LockTTLs.
+	LivenessTTL time.Duration
 	// KeepReleases is how many releases per service are kept besides those in use
 	// (default 10).
 	KeepReleases int
@@ -120,6 +124,7 @@ func withDefaults(cfg Config) Config {
 	def(&cfg.Interval, 30*time.Second)
 	def(&cfg.LockTTL, 15*time.Second)
 	def(&cfg.LockDelay, 5*time.Second)
+	def(&cfg.LivenessTTL, 5*time.Second)
 	def(&cfg.Placement.DeadAfter, 10*time.Second)
 	def(&cfg.RetryBase, 2*time.Second)
 	def(&cfg.RetryMax, time.Minute)
@@ -187,8 +192,9 @@ func (s *Syncer) Run(ctx context.Context) error {
 		}
 	}()
 	defer watchers.Wait()
+	checkID := s.liveness(ctx)
 	for ctx.Err() == nil {
-		lock, err := s.store.LeaderLock(s.cfg.ID, s.cfg.LockTTL, s.cfg.LockDelay)
+		lock, err := s.store.LeaderLock(s.cfg.ID, s.cfg.LockTTL, s.cfg.LockDelay, checkID)
 		if err != nil {
 			return fmt.Errorf("leader lock: %w", err)
 		}
@@ -209,6 +215,34 @@ func (s *Syncer) Run(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// liveness registers this daemon's TTL check on the local agent and keeps it passing
+// until ctx ends, then removes it; the leader's session is bound to it, so a leader that
+// dies loses the lock within LivenessTTL. It returns "" when the check cannot be
+// registered (the session's own TTL then decides, which is slower).
+func (s *Syncer) liveness(ctx context.Context) string {
+	checkID, err := s.store.RegisterSyncDaemon(s.cfg.ID, s.cfg.LivenessTTL)
+	if err != nil {
+		s.log.Warn("no liveness check: a lost leader is noticed by its session's TTL only", "err", err)
+		return ""
+	}
+	go func() {
+		t := time.NewTicker(s.cfg.LivenessTTL / 5)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				_ = s.store.DeregisterSyncDaemon(s.cfg.ID)
+				return
+			case <-t.C:
+				if err := s.store.PassSyncDaemon(checkID); err != nil {
+					s.log.Debug("liveness check not renewed", "err", err)
+				}
+			}
+		}
+	}()
+	return checkID
 }
 
 func (s *Syncer) poke() {

@@ -34,6 +34,9 @@ type daemonConfig struct {
 		ID        string        `yaml:"id"`
 		LockTTL   time.Duration `yaml:"lock_ttl"`
 		LockDelay time.Duration `yaml:"lock_delay"`
+		// LivenessTTL is the TTL of the daemon's own check, which the leader's session
+		// is bound to: a dead leader loses the lock within it (default 5s).
+		LivenessTTL time.Duration `yaml:"liveness_ttl"`
 	} `yaml:"leader"`
 	Placement struct {
 		Binpack   bool          `yaml:"binpack"`

@@ -35,6 +35,7 @@ func runSync(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stder
 	id := fs.String("id", "", "this daemon's name in the leader lock (default hostname-pid)")
 	lockTTL := fs.Duration("lock-ttl", 15*time.Second, "TTL of the leader's Consul session (at least 10s)")
 	lockDelay := fs.Duration("lock-delay", 5*time.Second, "Consul lock delay after a leader's session ends")
+	livenessTTL := fs.Duration("liveness-ttl", 5*time.Second, "TTL of the daemon's own Consul check, which the leader's session is bound to: a dead leader loses the lock within it")
 	deadAfter := fs.Duration("dead-after", 10*time.Second, "a host failing its liveness check this long is dead: its instances move")
 	hooks := fs.String("webhooks-listen", "", "address of the webhook receiver (/hooks/github, /hooks/gitlab, /hooks/gitea); empty: none")
 	newStore := consulFlags(fs)
@@ -69,7 +70,7 @@ func runSync(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stder
 		}
 		cfg = &daemonConfig{Registry: *registry, Builder: *builder, Data: *data, Interval: *interval,
 			Repos: []gitwatch.RepoConfig{repo.config()}}
-		cfg.Leader.ID, cfg.Leader.LockTTL, cfg.Leader.LockDelay = *id, *lockTTL, *lockDelay
+		cfg.Leader.ID, cfg.Leader.LockTTL, cfg.Leader.LockDelay, cfg.Leader.LivenessTTL = *id, *lockTTL, *lockDelay, *livenessTTL
 		cfg.Placement.DeadAfter = *deadAfter
 		cfg.Webhooks.Listen = *hooks
 		cfg.defaults()
@@ -106,7 +107,7 @@ func runSyncDaemon(ctx context.Context, cfg *daemonConfig, store *state.Store, l
 	defer builder.Close()
 	sc := sync.Config{
 		Repos: cfg.Repos, DataDir: cfg.Data, Interval: cfg.Interval,
-		ID: cfg.Leader.ID, LockTTL: cfg.Leader.LockTTL, LockDelay: cfg.Leader.LockDelay,
+		ID: cfg.Leader.ID, LockTTL: cfg.Leader.LockTTL, LockDelay: cfg.Leader.LockDelay, LivenessTTL: cfg.Leader.LivenessTTL,
 		KeepReleases: cfg.Releases.Keep, MaxPreviews: cfg.Previews.Max, MaxInstances: cfg.Limits.InstancesPerFormation,
 		Logger: log.With("component", "sync"), Failpoint: failpoint(log),
 	}
