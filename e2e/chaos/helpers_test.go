@@ -6,8 +6,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -249,23 +247,6 @@ func (w *watchStops) end() []string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return append([]string(nil), w.stops...)
-}
-
-// testappBinary builds the test app as a static binary, for a dockerfile service.
-func testappBinary(t *testing.T) []byte {
-	t.Helper()
-	dir := t.TempDir()
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", filepath.Join(dir, "testapp"), ".")
-	cmd.Dir = filepath.Join(testenv.RepoRoot(t), "internal", "testenv", "testapp")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build testapp: %v\n%s", err, out)
-	}
-	b, err := os.ReadFile(filepath.Join(dir, "testapp"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
 
 // since formats a duration for a report.

@@ -20,7 +20,9 @@ var lockArgs = []string{"--lock-ttl", "10s", "--lock-delay", "1s"}
 func TestChaosSyncLeaderKilled(t *testing.T) {
 	const scale = 3
 	c := newCluster(t, cluster.Options{SyncArgs: lockArgs})
-	bin := testappBinary(t)
+	// The test app's image is in this machine's engine, where the sync daemons build: the
+	// Dockerfile starts from it (a dockerfile build pulls nothing).
+	base := testenv.NewDocker(t).TestImage(t)
 	files := func(version, message string) map[string]string {
 		return map[string]string{
 			"gilliam.yml": "formation: sl\nservices:\n  web:\n    type: dockerfile\n    path: app\n" +
@@ -29,8 +31,7 @@ func TestChaosSyncLeaderKilled(t *testing.T) {
 				// Slow enough steps that the leader dies with the roll-out half done.
 				"    rollout: {max_parallel: 1, min_healthy: 5s, deadline: 3m}\n" +
 				"    env:\n      MESSAGE: " + message + "\n",
-			"app/Dockerfile": "FROM scratch\nCOPY testapp /testapp\nCOPY version /version\nENV PORT=8080\nENTRYPOINT [\"/testapp\"]\n",
-			"app/testapp":    string(bin),
+			"app/Dockerfile": "FROM " + base + "\nCOPY version /version\n",
 			"app/version":    version + "\n",
 		}
 	}

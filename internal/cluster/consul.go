@@ -47,6 +47,8 @@ func newAgent(bin, dir, name, netns, bind, client string, ports agentPorts, serv
 		"-disable-host-node-id", "-log-level", "warn",
 		// A killed agent does not leave: the others must find out, as with a lost machine.
 		"-hcl", "leave_on_terminate = false",
+		// No call to HashiCorp's update check: nothing leaves the cluster's network.
+		"-hcl", "disable_update_check = true",
 		"-hcl", "performance { raft_multiplier = 1 }",
 	}
 	if server {

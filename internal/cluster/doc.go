@@ -10,7 +10,8 @@
 //	root namespace   <prefix>      10.213.X.1/24   Consul servers, the control agent, the
 //	                 (veth)                        registry, the sync daemons, the test
 //	<prefix>-sw      br0           a bridge (the switch) joining the veths below
-//	<prefix>-hN      eth0          10.213.X.(10+N)/24, default route via 10.213.X.1
+//	<prefix>-hN      eth0          10.213.X.(10+N)/24, and no default route: nothing
+//	                                               leaves the cluster's network
 //
 // The switch sits in its own namespace so that bridged traffic never meets the root
 // namespace's firewall (Docker's FORWARD policy is DROP). A host's link is its veth on the
