@@ -30,7 +30,7 @@ for name in $names; do
 		done
 		# Root-namespace processes started on its files (Consul servers, sync daemons).
 		for d in /proc/[0-9]*; do
-			if tr '\0' ' ' < "$d/cmdline" 2>/dev/null | grep -q -- "$base/$name/"; then
+			if { tr '\0' ' ' < "$d/cmdline"; } 2>/dev/null | grep -q -- "$base/$name/"; then
 				pids="$pids ${d#/proc/}"
 			fi
 		done
