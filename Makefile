@@ -85,8 +85,11 @@ check: ## gofmt, go vet, import rules (DESIGN.md) and a go mod tidy diff
 .PHONY: chaos
 chaos: tools ## Run the chaos tests on a real multi-host cluster (root: a network namespace and an engine per host)
 	@rm -rf $(GILLIAM_REPORTS)-chaos
-	GILLIAM_CHAOS=1 GILLIAM_REPORTS=$(GILLIAM_REPORTS)-chaos $(GO) test -count=1 -timeout $(CHAOS_TIMEOUT) -run 'TestChaos' ./e2e/chaos/
-	@if [ -d $(GILLIAM_REPORTS)-chaos ]; then echo; echo "Measured by the chaos tests:"; cat $(GILLIAM_REPORTS)-chaos/*.txt; fi
+	@# The figures are printed even when a test fails: they are what the failure is about.
+	@status=0; set -x; GILLIAM_CHAOS=1 GILLIAM_REPORTS=$(GILLIAM_REPORTS)-chaos \
+		$(GO) test -count=1 -timeout $(CHAOS_TIMEOUT) -run 'TestChaos' ./e2e/chaos/ || status=$$?; set +x; \
+		if [ -d $(GILLIAM_REPORTS)-chaos ]; then echo; echo "Measured by the chaos tests:"; cat $(GILLIAM_REPORTS)-chaos/*.txt; fi; \
+		exit $$status
 
 .PHONY: clean-cluster
 clean-cluster: ## Remove what a killed multi-host test run left: processes, namespaces, veths, mounts, cgroups of clusters gcl-*
