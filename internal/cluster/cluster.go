@@ -188,7 +188,7 @@ func (c *Cluster) startConsul() error {
 	return ctl.waitLeader(60 * time.Second)
 }
 
-// ServerJoins are the serf addresses of the servers, for agents' -retry-join.
+// serverJoins are the serf addresses of the servers, for agents' -retry-join.
 func (c *Cluster) serverJoins() []string {
 	var joins []string
 	for _, s := range c.Servers {
