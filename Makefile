@@ -32,6 +32,7 @@ export PACK_HOME := $(CACHE)/pack
 export GILLIAM_REPORTS := $(CACHE)/reports
 RACE_PKGS := ./schema/... ./placement/... ./state/...
 TEST_TIMEOUT ?= 25m
+CHAOS_TIMEOUT ?= 15m
 
 ##@ Use
 
@@ -58,6 +59,9 @@ help: ## Show this help
 
 .PHONY: tools
 tools: $(TOOLS_BIN)/consul $(LIFECYCLE_TGZ) $(BUSYBOX) $(CACHE)/openssh/root/usr/sbin/sshd ## Build what tests and the demo need into .cache/ and Docker: Consul, lifecycle, sshd, stack and builder images
+	@# fuse-overlayfs: the storage driver of the multi-host tests' engines (internal/cluster).
+	@command -v fuse-overlayfs >/dev/null || { echo "tools: installing fuse-overlayfs from Debian"; \
+		apt-get install -y -qq fuse-overlayfs >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq fuse-overlayfs; }; }
 	@$(GO) build -o $(TOOLS_BIN)/mkbuilder ./internal/tools/mkbuilder
 	@$(TOOLS_BIN)/mkbuilder -src build/builder -cache $(CACHE)/builder \
 		-lifecycle $(LIFECYCLE_TGZ) -busybox $(BUSYBOX) \
@@ -77,6 +81,19 @@ check: ## gofmt, go vet, import rules (DESIGN.md) and a go mod tidy diff
 		cp $(CACHE)/go.mod.check go.mod; cp $(CACHE)/go.sum.check go.sum; \
 		echo "go mod tidy changes go.mod or go.sum: run it and commit the result"; exit 1; fi
 	@echo "check: ok"
+
+.PHONY: chaos
+chaos: tools ## Run the chaos tests on a real multi-host cluster (root: a network namespace and an engine per host)
+	@rm -rf $(GILLIAM_REPORTS)-chaos
+	@# The figures are printed even when a test fails: they are what the failure is about.
+	@status=0; set -x; GILLIAM_CHAOS=1 GILLIAM_REPORTS=$(GILLIAM_REPORTS)-chaos \
+		$(GO) test -count=1 -timeout $(CHAOS_TIMEOUT) -run 'TestChaos' ./e2e/chaos/ || status=$$?; set +x; \
+		if [ -d $(GILLIAM_REPORTS)-chaos ]; then echo; echo "Measured by the chaos tests:"; cat $(GILLIAM_REPORTS)-chaos/*.txt; fi; \
+		exit $$status
+
+.PHONY: clean-cluster
+clean-cluster: ## Remove what a killed multi-host test run left: processes, namespaces, veths, mounts, cgroups of clusters gcl-*
+	@scripts/clean-cluster.sh
 
 .PHONY: bench
 bench: tools ## Run the benchmarks behind the issues' performance targets and print their figures

@@ -9,7 +9,8 @@ import (
 
 // ACLRules is the Consul ACL policy (HCL rules) a host daemon's token needs, and no more:
 // its own assignment and status under prefix (state.DefaultPrefix when empty), the
-// releases it runs, its liveness registration and its instances' registrations.
+// releases it runs, its liveness registration and its instances' registrations, and its
+// own agent's membership (to rejoin the servers after a partition).
 // docs/hostd.md explains each rule.
 func ACLRules(prefix, host string) string {
 	if prefix == "" {
@@ -38,6 +39,17 @@ service %[3]q {
 # (service_prefix "shop-" for the formation shop) when you know them.
 service_prefix "" {
   policy = "write"
+}
+# Its Consul agent: to find the servers (the members list) and rejoin them after a
+# partition (agent join). The agent's node name must be the host's id (both default to the
+# hostname). Without these rules the host still works; back from a partition it learns that
+# its instances moved when Consul's gossip retries the servers (every 30s), not within
+# seconds.
+agent %[2]q {
+  policy = "write"
+}
+node_prefix "" {
+  policy = "read"
 }
 `, prefix, host, state.HostService)
 }

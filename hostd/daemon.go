@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
@@ -81,6 +82,10 @@ type Config struct {
 	// 15s); ConsulTimeout bounds every other call to Consul (5s).
 	ConsulBackoff Backoff
 	ConsulTimeout time.Duration
+	// ConsulProbe is how often, while the watch fails, the daemon asks whether Consul
+	// answers again (and has the agent rejoin lost servers), so that the watch goes again
+	// at once rather than a backoff later (2s).
+	ConsulProbe time.Duration
 	// WatchWait is how long a blocking query waits (5m); WatchMinDelay the least time
 	// between two queries (100ms).
 	WatchWait     time.Duration
@@ -122,6 +127,7 @@ func (c *Config) setDefaults() {
 	def(&c.ConsulBackoff.Min, 500*time.Millisecond)
 	def(&c.ConsulBackoff.Max, 15*time.Second)
 	def(&c.ConsulTimeout, 5*time.Second)
+	def(&c.ConsulProbe, 2*time.Second)
 	def(&c.WatchWait, 5*time.Minute)
 	def(&c.WatchMinDelay, 100*time.Millisecond)
 	def(&c.StatusInterval, time.Second)
@@ -160,6 +166,8 @@ type Daemon struct {
 	firstOnce  sync.Once
 
 	pass sync.Mutex // one converge pass at a time
+
+	joining atomic.Bool // a rejoin of the Consul servers is under way
 
 	mu         sync.Mutex
 	assignment *state.Assignment // the last one seen: Consul's, or the persisted one
@@ -295,9 +303,11 @@ func (d *Daemon) watch(ctx context.Context) {
 			defer cancel()
 			return d.store.WaitAssignment(ctx, d.cfg.ID, index, d.cfg.WatchWait)
 		},
-		minDelay: d.cfg.WatchMinDelay,
-		retry:    d.cfg.ConsulBackoff,
-		log:      d.log,
+		minDelay:   d.cfg.WatchMinDelay,
+		retry:      d.cfg.ConsulBackoff,
+		probe:      d.probeConsul,
+		probeEvery: d.cfg.ConsulProbe,
+		log:        d.log,
 	}
 	w.run(ctx, d.setAssignment, func(error) { d.firstOnce.Do(func() { close(d.firstFetch) }) })
 }

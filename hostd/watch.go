@@ -16,12 +16,18 @@ import (
 // from 0; an answer with the same index (the wait ran out) or the same content is dropped;
 // calls are at least minDelay apart, plus jitter, so a key that changes in a burst does not
 // turn the watch into a busy loop; errors are retried with a capped, jittered backoff, and
-// from index 0 (Consul may be back with lower indexes).
+// from index 0 (Consul may be back with lower indexes), or sooner when probe says Consul
+// answers again.
 type watcher struct {
 	fetch    func(ctx context.Context, index uint64) (*state.Assignment, uint64, error)
 	minDelay time.Duration
 	retry    Backoff
-	log      *slog.Logger
+	// probe, when set, is asked every probeEvery during a retry's wait whether Consul
+	// answers; when it does, the watch goes again at once. A host back from a partition
+	// learns that its instances moved within probeEvery, not a backoff (up to 15s) later.
+	probe      func(ctx context.Context) error
+	probeEvery time.Duration
+	log        *slog.Logger
 }
 
 // run calls got with each new content until ctx ends, and reached after each call: nil
@@ -49,7 +55,7 @@ func (w *watcher) run(ctx context.Context, got func(*state.Assignment), reached 
 			if failures == 1 {
 				w.log.Warn("assignment watch failing", "err", err)
 			}
-			sleep(ctx, jitter(w.retry.Delay(failures)))
+			w.wait(ctx, jitter(w.retry.Delay(failures)))
 			continue
 		}
 		if failures > 0 {
@@ -72,6 +78,26 @@ func (w *watcher) run(ctx context.Context, got func(*state.Assignment), reached 
 		}
 		last = a
 		got(a)
+	}
+}
+
+// wait sleeps d after a failure, or less: until probe says Consul answers, asked every
+// probeEvery.
+func (w *watcher) wait(ctx context.Context, d time.Duration) {
+	if w.probe == nil || w.probeEvery <= 0 {
+		sleep(ctx, d)
+		return
+	}
+	deadline := time.Now().Add(d)
+	for ctx.Err() == nil {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return
+		}
+		sleep(ctx, min(w.probeEvery, left))
+		if time.Until(deadline) > 0 && ctx.Err() == nil && w.probe(ctx) == nil {
+			return
+		}
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -127,6 +128,30 @@ func TestWatchBacksOffOnErrors(t *testing.T) {
 		if gap := s.at[i].Sub(s.at[i-1]); gap < want || gap > want*2+50*time.Millisecond {
 			t.Errorf("retry %d after %v, want %v plus jitter", i, gap, want)
 		}
+	}
+}
+
+// While the watch waits out a long backoff, a probe that says Consul answers again cuts
+// the wait short: the next query goes within a probe interval.
+func TestWatchRetriesWhenProbeSaysConsulIsBack(t *testing.T) {
+	retry := Backoff{Min: time.Hour, Max: time.Hour}
+	s := &script{steps: []step{{err: errors.New("no known consul servers")}, {a: assignment("a"), index: 3}}}
+	var probes atomic.Int32
+	probe := func(context.Context) error {
+		if probes.Add(1) < 3 {
+			return errors.New("still cut off")
+		}
+		return nil
+	}
+	got := s.run(t, &watcher{minDelay: time.Millisecond, retry: retry, probe: probe, probeEvery: 20 * time.Millisecond})
+	if len(got) != 1 {
+		t.Fatalf("delivered %d, want 1", len(got))
+	}
+	if n := probes.Load(); n != 3 {
+		t.Errorf("probed %d times, want 3 (two failures, then back)", n)
+	}
+	if gap := s.at[1].Sub(s.at[0]); gap < 60*time.Millisecond || gap > 2*time.Second {
+		t.Errorf("retried after %v, want about three probe intervals (60ms), not the backoff", gap)
 	}
 }
 

@@ -37,6 +37,8 @@ var rules = []rule{
 	{pkg: "state", forbidden: [][]string{{module + "/sync", module + "/build", module + "/gitwatch", module + "/hostd"}, docker, gogit, pack}},
 	{pkg: "gitwatch", forbidden: [][]string{{module + "/sync", module + "/build", module + "/hostd", module + "/state"}, docker, consul, pack}},
 	{pkg: "build", forbidden: [][]string{{module + "/sync", module + "/hostd", module + "/gitwatch", module + "/state"}, consul}},
+	// The cluster harness runs the gilliam-sync binary; it links none of the daemons.
+	{pkg: "internal/cluster", forbidden: [][]string{{module + "/sync", module + "/build", module + "/hostd", module + "/gitwatch"}}},
 }
 
 type listed struct {

@@ -114,6 +114,8 @@ func (c *Consul) setArgs(bin string, cfg consulConfig) {
 		"-server-port", strconv.Itoa(FreePort(t)),
 		"-dns-port", "-1", "-grpc-port", "-1", "-grpc-tls-port", "-1",
 		"-disable-host-node-id", "-log-level", "warn",
+		// No call to HashiCorp's update check: tests use no network but loopback.
+		"-hcl", "disable_update_check = true",
 	}
 	if cfg.persistent {
 		c.args = append(c.args, "-server", "-bootstrap-expect", "1", "-data-dir", c.dataDir,

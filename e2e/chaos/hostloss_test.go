@@ -1,0 +1,105 @@
+package chaos
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gilliam-sync/gilliam-sync/internal/cluster"
+	"github.com/gilliam-sync/gilliam-sync/internal/testenv"
+	"github.com/gilliam-sync/gilliam-sync/state"
+)
+
+// Default settings of the daemons, as the figures below assume them.
+const (
+	hostTTL   = 5 * time.Second  // gilliam-sync host --ttl
+	deadAfter = 10 * time.Second // gilliam-sync sync --dead-after
+)
+
+// A host loses power with scale 3 spread on 3 hosts, default settings: its instance serves
+// again on a live host, and the dead host's registrations (its instance's and its own
+// liveness service) leave the catalog within dead_after plus 5 seconds of the host being
+// dead (its TTL run out). With the agent gone with the machine, only the control plane can
+// remove them: Consul keeps a failed node's services until it reaps the node (72h).
+func TestChaosHostPowerLoss(t *testing.T) {
+	c := newCluster(t, cluster.Options{})
+	image := pushApp(t, c)
+	c.Repo.Commit(map[string]string{"gilliam.yml": formation("spread", image, 3, "MESSAGE: up")}, "spread")
+	c.StartSync("a", nil)
+	waitSpread(t, c, "spread-web", "up", 3, 3*time.Minute)
+
+	dead := c.Host(2)
+	off := time.Now()
+	if err := dead.PowerOff(); err != nil {
+		t.Fatal(err)
+	}
+	// Figures: when the dead host's instance stopped counting as passing (Consul saw the
+	// node fail), and when three instances answer again, none on the dead host.
+	var notPassing, replaced time.Duration
+	testenv.Eventually(t, 2*time.Minute, "3 instances answering on the two live hosts", func() bool {
+		all, err := instances(c, "spread-web")
+		if err != nil {
+			return false
+		}
+		n, deadPassing := 0, false
+		for _, i := range all {
+			if i.Host == dead.ID && i.Passing {
+				deadPassing = true
+			}
+			if i.Host != dead.ID && i.Passing && i.Answer == "up" {
+				n++
+			}
+		}
+		if !deadPassing && notPassing == 0 {
+			notPassing = time.Since(off)
+		}
+		if n == 3 {
+			replaced = time.Since(off)
+			return true
+		}
+		return false
+	})
+
+	// The dead host's registrations in the catalog: the control plane's to remove.
+	bound := hostTTL + deadAfter + 5*time.Second
+	registered := func() []string {
+		var left []string
+		for _, svc := range []string{"spread-web", state.HostService} {
+			entries, _, err := c.Control.Client.Catalog().Service(svc, "", nil)
+			if err != nil {
+				return []string{"catalog: " + err.Error()}
+			}
+			for _, e := range entries {
+				if e.Node == dead.ID {
+					left = append(left, e.ServiceID)
+				}
+			}
+		}
+		return left
+	}
+	var gone time.Duration
+	var left []string
+	deadline := off.Add(bound + 30*time.Second) // watched past the bound, to report when
+	for time.Now().Before(deadline) {
+		if left = registered(); len(left) == 0 {
+			gone = time.Since(off)
+			break
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	goneText := "still there " + since(time.Since(off)) + " after: " + strings.Join(left, ", ")
+	if gone > 0 {
+		goneText = "after " + since(gone)
+	}
+	testenv.Report(t, "chaos-host-power-loss", strings.Join([]string{
+		fmt.Sprintf("host power loss, scale 3 on 3 hosts (namespaces, own engines and agents), default settings (host TTL %s, dead after %s):", hostTTL, deadAfter),
+		fmt.Sprintf("  cluster started in                                  %s", since(c.StartedIn)),
+		fmt.Sprintf("  the dead host's instance not passing after          %s", since(notPassing)),
+		fmt.Sprintf("  lost instance serving on a live host after          %s (target: under 10s)", since(replaced)),
+		fmt.Sprintf("  dead host's registrations gone from the catalog     %s (bound: TTL + dead after + 5s = %s)", goneText, bound),
+	}, "\n"))
+	if gone == 0 || gone > bound {
+		t.Errorf("the dead host's registrations are %s, over the bound of %s: the sync leader must deregister a dead host's instances from the catalog (issue 17)", goneText, bound)
+	}
+}
