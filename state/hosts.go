@@ -23,8 +23,11 @@ type Host struct {
 	Labels   map[string]string `json:"labels,omitempty"`
 	// Passing is whether the host's TTL check passes now.
 	Passing bool `json:"passing"`
-	// Node is the Consul node its registration lives on.
-	Node string `json:"node,omitempty"`
+	// Node is the Consul node its registration lives on; NodeDown says Consul's gossip
+	// finds that node failed (serfHealth critical): the machine, or its network, is gone,
+	// not just the host daemon.
+	Node     string `json:"node,omitempty"`
+	NodeDown bool   `json:"node_down,omitempty"`
 }
 
 const labelMetaPrefix = "label-"
@@ -83,6 +86,11 @@ func (s *Store) WatchHosts(ctx context.Context, index uint64, wait time.Duration
 			}
 		}
 		h.Passing = e.Checks.AggregatedStatus() == api.HealthPassing
+		for _, c := range e.Checks {
+			if c.CheckID == "serfHealth" && c.Status == api.HealthCritical {
+				h.NodeDown = true
+			}
+		}
 		hosts = append(hosts, h)
 	}
 	sort.Slice(hosts, func(i, j int) bool { return hosts[i].ID < hosts[j].ID })
@@ -131,16 +139,4 @@ func (s *Store) InstanceHealth(ctx context.Context, index uint64, wait time.Dura
 		out[c.ServiceID] = ic
 	}
 	return out, meta.LastIndex, nil
-}
-
-// DeregisterFromCatalog removes a registration from the catalog directly, for hosts that
-// are dead: their own agent, which would remove it, is gone with them.
-func (s *Store) DeregisterFromCatalog(ctx context.Context, node, registration string) error {
-	s.writes.add(1)
-	_, err := s.client.Catalog().Deregister(&api.CatalogDeregistration{Node: node, ServiceID: registration},
-		(&api.WriteOptions{}).WithContext(ctx))
-	if err != nil {
-		return fmt.Errorf("deregister %s on node %s: %w", registration, node, err)
-	}
-	return nil
 }

@@ -155,13 +155,10 @@ func (a Place) String() string {
 
 // DeregisterDead removes a dead host's instance registrations from the catalog: its agent,
 // which would, is gone with it.
-type DeregisterDead struct {
-	Host          string
-	Registrations []state.InstanceCheck
-}
+type DeregisterDead struct{ Host string }
 
 func (a DeregisterDead) String() string {
-	return fmt.Sprintf("host %s is dead: remove its %d registration(s) from the catalog", a.Host, len(a.Registrations))
+	return fmt.Sprintf("host %s is dead: remove its registrations from the catalog", a.Host)
 }
 
 // Notice is something to log once (a preview cap reached, previews off).

@@ -194,18 +194,15 @@ func (e *executor) place(ctx context.Context, a Place) (bool, error) {
 }
 
 func (e *executor) deregister(ctx context.Context, a DeregisterDead) (bool, error) {
-	var errs []error
-	for _, r := range a.Registrations {
-		if err := e.store.DeregisterFromCatalog(ctx, r.Node, r.Registration); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		e.mu.Lock()
-		e.mem.Deregistered[r.Registration] = true
-		e.mu.Unlock()
+	n, err := e.store.DeregisterHost(ctx, a.Host)
+	if err != nil {
+		return true, err
 	}
-	e.log.Warn("dead host: its instances' registrations removed from the catalog", "host", a.Host, "registrations", len(a.Registrations))
-	return true, errors.Join(errs...)
+	e.mu.Lock()
+	e.mem.Deregistered[a.Host] = true
+	e.mu.Unlock()
+	e.log.Warn("dead host: its registrations removed from the catalog", "host", a.Host, "registrations", n)
+	return true, nil
 }
 
 // recovered logs the end of a run of failures of a target, and forgets it.

@@ -327,7 +327,11 @@ func placementHosts(w *World) []placement.Host {
 			labels = map[string]string{}
 		}
 		labels[hostLabel] = h.ID
-		out = append(out, placement.Host{ID: h.ID, Labels: labels, CriticalSince: w.HostFailingSince[h.ID],
+		critical := w.HostFailingSince[h.ID]
+		if w.NodeDown[h.ID] && !critical.IsZero() {
+			critical = time.Time{}.Add(time.Nanosecond) // dead at once: long past any dead_after
+		}
+		out = append(out, placement.Host{ID: h.ID, Labels: labels, CriticalSince: critical,
 			Capacity: placement.Resources{CPU: h.Capacity.CPU, Memory: h.Capacity.Memory}})
 	}
 	return out
@@ -363,32 +367,35 @@ func unplacedReport(w *World, unplaced []placement.Unplaced) *state.PlacementRep
 	return report
 }
 
-// decideDeadHosts removes from the catalog the instance registrations of hosts dead for
-// longer than DeadAfter: Consul would keep them (critical) until the dead node is reaped,
-// 72 hours by default, and discovery would go on listing them.
+// decideDeadHosts removes from the catalog the registrations of hosts dead for longer
+// than DeadAfter (their liveness service and their instances): Consul would keep them,
+// critical, until the dead node is reaped, 72 hours by default, and discovery and the
+// router would go on listing them. Once per host and death: a host that comes back
+// registers again.
 func decideDeadHosts(in Input, d *Decision) {
-	byHost := map[string][]state.InstanceCheck{}
-	for _, reg := range in.World.Registrations {
-		if !in.Memory.Deregistered[reg.Registration] && isDead(in.World, reg.Host, in.Policy.Placement.DeadAfter) {
-			byHost[reg.Host] = append(byHost[reg.Host], reg)
-		}
+	listed := map[string]bool{}
+	for _, h := range in.World.Hosts {
+		listed[h.ID] = true
 	}
-	hosts := make([]string, 0, len(byHost))
-	for h := range byHost {
+	for _, reg := range in.World.Registrations {
+		listed[reg.Host] = true
+	}
+	hosts := make([]string, 0, len(listed))
+	for h := range listed {
 		hosts = append(hosts, h)
 	}
 	sort.Strings(hosts)
 	for _, h := range hosts {
-		regs := byHost[h]
-		sort.Slice(regs, func(i, j int) bool { return regs[i].Registration < regs[j].Registration })
-		d.add(DeregisterDead{Host: h, Registrations: regs})
+		if !in.Memory.Deregistered[h] && isDead(in.World, h, in.Policy.Placement.DeadAfter) {
+			d.add(DeregisterDead{Host: h})
+		}
 	}
 }
 
 // isDead says whether a host's liveness check has failed for longer than after.
 func isDead(w *World, host string, after time.Duration) bool {
 	since, failing := w.HostFailingSince[host]
-	return failing && w.Now.Sub(since) >= after
+	return failing && (w.NodeDown[host] || w.Now.Sub(since) >= after)
 }
 
 func constraints(cs []state.Constraint) []placement.Constraint {

@@ -172,7 +172,7 @@ func (o *observer) World() *World {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	w := &World{KV: o.kv, Hosts: o.hosts, Registrations: o.health, Now: now,
-		PassingSince: map[string]time.Time{}, HostFailingSince: map[string]time.Time{}}
+		PassingSince: map[string]time.Time{}, HostFailingSince: map[string]time.Time{}, NodeDown: map[string]bool{}}
 	for _, ic := range o.health {
 		if ic.Passing {
 			since, ok := o.passingSince[ic.Instance]
@@ -188,6 +188,9 @@ func (o *observer) World() *World {
 		known[h.ID] = true
 		if !h.Passing {
 			w.HostFailingSince[h.ID] = o.since(h.ID, now)
+		}
+		if h.NodeDown {
+			w.NodeDown[h.ID] = true
 		}
 	}
 	for _, ic := range o.health { // a host gone from the catalog with its instances still in it

@@ -31,7 +31,7 @@ type Memory struct {
 	InFlight map[string]string        // target ID -> commit whose images are being resolved
 	Images   map[string]ImagesOutcome // target ID -> the last resolution's outcome
 	Retries  map[string]RetryState    // target ID ->
-	// Deregistered are the registrations already removed from the catalog for dead hosts.
+	// Deregistered are the dead hosts whose registrations were removed from the catalog.
 	Deregistered map[string]bool
 }
 

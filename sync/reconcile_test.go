@@ -34,7 +34,7 @@ func policy() Policy {
 func world(t *testing.T, commit, file string) *World {
 	t.Helper()
 	w := &World{KV: state.NewStore(nil, "").EmptySnapshot(), Now: t0,
-		PassingSince: map[string]time.Time{}, HostFailingSince: map[string]time.Time{}, Registrations: map[string]state.InstanceCheck{}}
+		PassingSince: map[string]time.Time{}, HostFailingSince: map[string]time.Time{}, NodeDown: map[string]bool{}, Registrations: map[string]state.InstanceCheck{}}
 	src := &Source{Trees: map[string]string{}}
 	if f, err := schema.Parse("gilliam.yml", []byte(file)); err != nil {
 		src.Err = fault.Stall(err)
@@ -335,7 +335,6 @@ func TestReconcileDeadHostRegistrationsRemovedOnce(t *testing.T) {
 	w.Repos = nil
 	w.HostFailingSince["h3"] = t0.Add(-5 * time.Second)
 	w.Registrations["a@h3"] = state.InstanceCheck{Instance: "a", Host: "h3", Node: "n3", Registration: "a@h3"}
-	w.Registrations["b@h1"] = state.InstanceCheck{Instance: "b", Host: "h1", Node: "n1", Registration: "b@h1", Passing: true}
 	if got := kinds(Reconcile(Input{World: w, Memory: m, Policy: policy()}).Actions); strings.Contains(got, "DeregisterDead") {
 		t.Fatal("deregistered before dead_after")
 	}
@@ -346,10 +345,10 @@ func TestReconcileDeadHostRegistrationsRemovedOnce(t *testing.T) {
 			dead = append(dead, dd)
 		}
 	}
-	if len(dead) != 1 || dead[0].Host != "h3" || len(dead[0].Registrations) != 1 {
+	if len(dead) != 1 || dead[0].Host != "h3" {
 		t.Fatalf("dead host: %+v", dead)
 	}
-	m.Deregistered["a@h3"] = true
+	m.Deregistered["h3"] = true
 	if got := kinds(Reconcile(Input{World: w, Memory: m, Policy: policy()}).Actions); strings.Contains(got, "DeregisterDead") {
 		t.Fatal("deregistered twice")
 	}
@@ -509,5 +508,27 @@ func TestReconcileRoutesAndDomains(t *testing.T) {
 	d = Reconcile(Input{World: w, Memory: m, Policy: policy()})
 	if rec, ok := d.Actions[0].(Record); !ok || !strings.Contains(rec.Why, "domain shop.example.com is formation other's already") {
 		t.Fatalf("a claimed domain: %+v", d.Actions)
+	}
+}
+
+// A host whose Consul node gossip finds failed (power lost, cable cut) is dead at once:
+// its instances are placed elsewhere without waiting for dead_after.
+func TestReconcileNodeDownIsDeadAtOnce(t *testing.T) {
+	w, m := world(t, "c1", web), memory()
+	w.Repos = nil
+	w.KV.Desired["shop"] = &state.Desired{Formation: "shop", Services: map[string]state.DesiredService{"web": {
+		Deployments: []state.Deployment{{Release: "r1", Scale: 1}}, Latest: "r1", FileScale: 1}}}
+	id := state.InstanceID("shop", "web", "r1", 0)
+	w.KV.Assignments["h1"] = &state.Assignment{Host: "h1", Instances: []state.Instance{{ID: id, Formation: "shop", Service: "web", Release: "r1"}}}
+	w.Hosts[0].Passing = false
+	w.HostFailingSince["h1"] = t0
+	if d := Reconcile(Input{World: w, Memory: m, Policy: policy()}); len(d.Actions) != 0 {
+		t.Fatalf("a failing host moved before dead_after: %s", kinds(d.Actions))
+	}
+	w.NodeDown["h1"] = true
+	d := Reconcile(Input{World: w, Memory: m, Policy: policy()})
+	pl, ok := d.Actions[0].(Place)
+	if !ok || len(pl.Start) != 1 || pl.Hosts[id] == "h1" {
+		t.Fatalf("node down: %+v", d.Actions)
 	}
 }

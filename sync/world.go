@@ -20,6 +20,9 @@ type World struct {
 	// whose liveness check fails, since when.
 	PassingSince     map[string]time.Time
 	HostFailingSince map[string]time.Time
+	// NodeDown are the hosts whose Consul node gossip finds failed: the machine or its
+	// network is gone, so they are dead at once, with no dead_after grace.
+	NodeDown map[string]bool
 	// Registrations are the catalog's instance registrations that have a check, by
 	// registration ID (instance@host).
 	Registrations map[string]state.InstanceCheck
