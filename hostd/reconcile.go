@@ -510,7 +510,12 @@ func (d *Daemon) drain(ctx context.Context, p *pass, c observed, assigned bool) 
 			return
 		}
 		if c.State == "running" && d.cfg.DrainDelay > 0 {
-			sleep(ctx, d.cfg.DrainDelay) // new requests stop coming before the app is told to stop
+			// New requests stop coming before the app is told to stop: routers follow the
+			// servers' catalog, which learns of the deregistration a little after the agent.
+			if err := d.store.WaitLeftCatalog(ctx, reg.Service, reg.ID, 5*time.Second); err != nil {
+				d.log.Debug("drain: the catalog still lists the instance", "instance", c.Instance, "err", err)
+			}
+			sleep(ctx, d.cfg.DrainDelay)
 		}
 	}
 	secs := int((d.cfg.StopTimeout + time.Second - 1) / time.Second)

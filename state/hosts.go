@@ -140,3 +140,27 @@ func (s *Store) InstanceHealth(ctx context.Context, index uint64, wait time.Dura
 	}
 	return out, meta.LastIndex, nil
 }
+
+// WaitLeftCatalog waits, at most limit, until the catalog (what the servers answer, and so
+// what routers and discovery see) no longer lists the registration id of service: an agent
+// applies a deregistration at once but passes it to the servers a little later.
+func (s *Store) WaitLeftCatalog(ctx context.Context, service, id string, limit time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	var index uint64
+	for {
+		q := (&api.QueryOptions{WaitIndex: index, WaitTime: limit}).WithContext(ctx)
+		entries, meta, err := s.client.Catalog().Service(service, "", q)
+		if err != nil {
+			return fmt.Errorf("wait for %s to leave the catalog: %w", id, err)
+		}
+		listed := false
+		for _, e := range entries {
+			listed = listed || e.ServiceID == id
+		}
+		if !listed {
+			return nil
+		}
+		index, _ = NextIndex(index, meta.LastIndex)
+	}
+}
