@@ -2,7 +2,7 @@
 // a FROM scratch image, no pull needed. Its behaviour comes from its environment:
 //
 //	PORT           the port to listen on (default 8080)
-//	MESSAGE        what GET / answers (default "hello")
+//	MESSAGE        what GET / answers (default "hello"); the arguments `say WORDS` override it
 //	HEALTH=fail    GET /healthz answers 500 instead of 200
 //	HEALTH_FAIL_AFTER=D  GET /healthz answers 500 once the app has run for duration D
 //	HEALTH_REDIRECT=URL  GET /healthz answers 302 to URL

@@ -42,6 +42,9 @@ func main() {
 	if message == "" {
 		message = "hello"
 	}
+	if len(os.Args) == 3 && os.Args[1] == "say" { // a command given to the container
+		message = os.Args[2]
+	}
 	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, message)
 	})
