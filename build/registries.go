@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/gilliam-sync/gilliam-sync/internal/fault"
 	"net"
 	"net/http"
 	"net/netip"
@@ -61,6 +62,9 @@ func (p Registries) listed(registry string) bool {
 type PolicyError struct {
 	Image, Registry, Why string
 }
+
+// FaultKind: a refused reference is stalled until the file or the policy changes.
+func (e *PolicyError) FaultKind() fault.Kind { return fault.Stalled }
 
 func (e *PolicyError) Error() string {
 	return fmt.Sprintf("image %s: registry %s is not allowed: %s (builds.allowed_registries and builds.insecure_registries in gilliam-sync.yml)", e.Image, e.Registry, e.Why)

@@ -19,12 +19,14 @@ import (
 // Consul writes in check-and-set transactions; and remembers what the next decision must
 // know (Memory). On a conflict it stops: the next decision re-reads and re-plans.
 type executor struct {
-	store     *state.Store
-	builder   Builder
-	repos     map[string]*gitwatch.Repo // by RepoView.Key, for a build's sources
-	log       *slog.Logger
-	failpoint func(string)
-	done      func() // an image resolution finished: decide again
+	store   *state.Store
+	builder Builder
+	// registries checks image references when there is no builder (nil: none).
+	registries *build.Registries
+	repos      map[string]*gitwatch.Repo // by RepoView.Key, for a build's sources
+	log        *slog.Logger
+	failpoint  func(string)
+	done       func() // an image resolution finished: decide again
 
 	mu      stdsync.Mutex
 	mem     Memory
@@ -34,8 +36,8 @@ type executor struct {
 	resolutions atomic.Int64
 }
 
-func newExecutor(store *state.Store, builder Builder, log *slog.Logger, failpoint func(string), done func()) *executor {
-	return &executor{store: store, builder: builder, repos: map[string]*gitwatch.Repo{}, log: log, failpoint: failpoint, done: done,
+func newExecutor(store *state.Store, builder Builder, registries *build.Registries, log *slog.Logger, failpoint func(string), done func()) *executor {
+	return &executor{store: store, builder: builder, registries: registries, repos: map[string]*gitwatch.Repo{}, log: log, failpoint: failpoint, done: done,
 		noticed: map[string]bool{}, mem: Memory{InFlight: map[string]string{}, Images: map[string]ImagesOutcome{},
 			Retries: map[string]RetryState{}, Deregistered: map[string]bool{}}}
 }
@@ -263,6 +265,8 @@ func (e *executor) images(ctx context.Context, a ResolveImages) ImagesOutcome {
 			}
 		case req.TreeHash != "":
 			err = errNoBuilder(req.Service)
+		case e.registries != nil:
+			image, err = e.registries.Resolve(ctx, req.Image)
 		default:
 			image, err = build.Resolve(ctx, req.Image)
 		}

@@ -137,3 +137,28 @@ func TestRegistryDownIsRetriedWithBackoff(t *testing.T) {
 		t.Errorf("status after recovery: %+v", st)
 	}
 }
+
+// With a registry policy and no builder, an image on a loopback address is refused as
+// stalled: the commit waits for a person, it is not retried.
+func TestImagePolicyWithoutBuilder(t *testing.T) {
+	t.Parallel()
+	consul := testenv.NewConsul(t)
+	reg := testenv.NewRegistry(t)
+	repo := testenv.NewGitServer(t).NewRepo(t, "policy")
+	store := state.NewStore(consul.Client, "")
+	repo.Commit(map[string]string{"gilliam.yml": fmt.Sprintf("formation: policy\nservices:\n  web:\n    image: %s\n    scale: 0\n", randomImage(t, reg))}, "loopback image")
+	s, err := sync.New(sync.Config{Repos: []gitwatch.RepoConfig{{URL: repo.URL}}, DataDir: t.TempDir(), Registries: &build.Registries{}}, store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SyncOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.FormationStatus(context.Background(), "policy")
+	if err != nil || st == nil || !strings.Contains(st.Error, "is not allowed") {
+		t.Fatalf("status: %+v %v", st, err)
+	}
+	if d, _, _ := store.Desired(context.Background(), "policy"); d != nil {
+		t.Fatal("deployed an image from a loopback registry")
+	}
+}

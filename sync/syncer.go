@@ -55,6 +55,10 @@ type Config struct {
 	// MaxPreviews caps the preview formations alive at once, over every repository
 	// (default 10): a pull request beyond it gets none until another goes.
 	MaxPreviews int
+	// Registries is where image services' references may come from when the syncer has
+	// no builder (a builder applies its own, build.Config.Registries); nil resolves any
+	// reference, which only tests do.
+	Registries *build.Registries
 	// Placement tunes the scheduler; DeadAfter defaults to 10s.
 	Placement placement.Options
 	Logger    *slog.Logger
@@ -101,7 +105,7 @@ func New(cfg Config, store *state.Store, builder Builder) (*Syncer, error) {
 		return nil, err
 	}
 	s := &Syncer{cfg: cfg, store: store, log: cfg.Logger, kick: make(chan struct{}, 1)}
-	s.exec = newExecutor(store, builder, cfg.Logger, cfg.Failpoint, s.poke)
+	s.exec = newExecutor(store, builder, cfg.Registries, cfg.Logger, cfg.Failpoint, s.poke)
 	for _, rc := range cfg.Repos {
 		w, err := gitwatch.Watch(rc, filepath.Join(cfg.DataDir, "repos"), cfg.Logger)
 		if err != nil {
