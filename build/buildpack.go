@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/gilliam-sync/gilliam-sync/internal/names"
 	"io"
 	"log/slog"
 	"os"
@@ -143,16 +144,16 @@ func Repository(registry, formation, service string) string {
 }
 
 // CacheVolume is the Docker volume holding a service's buildpack cache (the Go build cache,
-// say) between builds. Formation and service names are DNS labels, so the dots keep
-// (a-b, c) and (a, b-c) apart.
-func CacheVolume(formation, service string) string {
-	return "gilliam-cache-" + formation + "." + service + ".build"
+// say) between builds, for the installation that publishes to registry (names.CacheVolume:
+// two installations, or two tests, sharing an engine never share a cache).
+func CacheVolume(registry, formation, service string) string {
+	return names.CacheVolume(registry, formation, service, "build")
 }
 
 // LaunchCacheVolume is the Docker volume holding a service's launch cache: the layers of
 // its last image, which the exporter reuses instead of writing them again.
-func LaunchCacheVolume(formation, service string) string {
-	return "gilliam-cache-" + formation + "." + service + ".launch"
+func LaunchCacheVolume(registry, formation, service string) string {
+	return names.CacheVolume(registry, formation, service, "launch")
 }
 
 // Build builds req.Source and publishes it as Repository(...):req.Tag. The build runs
@@ -195,7 +196,7 @@ func (b *Buildpacks) Build(ctx context.Context, req PackRequest) (PackResult, er
 		// The launch cache lets the exporter reuse unchanged layers in the engine.
 		Cache: cache.CacheOpts{
 			Build:  cache.CacheInfo{Format: cache.CacheVolume, Source: volumeName},
-			Launch: cache.CacheInfo{Format: cache.CacheVolume, Source: LaunchCacheVolume(req.Formation, req.Service)},
+			Launch: cache.CacheInfo{Format: cache.CacheVolume, Source: LaunchCacheVolume(b.registry, req.Formation, req.Service)},
 		},
 		// -1 keeps the builder's user (cnb, 1000:1000); 0 would run buildpacks as root.
 		UserID:  -1,
@@ -281,7 +282,7 @@ func (b *Buildpacks) packClient(out io.Writer) (*packclient.Client, error) {
 // carrying these labels. An existing volume is kept as it is. It returns the build
 // cache's name; the launch cache's is LaunchCacheVolume's.
 func (b *Buildpacks) cacheVolume(ctx context.Context, formation, service string) (string, error) {
-	for _, name := range []string{CacheVolume(formation, service), LaunchCacheVolume(formation, service)} {
+	for _, name := range []string{CacheVolume(b.registry, formation, service), LaunchCacheVolume(b.registry, formation, service)} {
 		_, err := b.docker.VolumeCreate(ctx, volume.CreateOptions{Name: name, Labels: map[string]string{
 			LabelFormation: formation, LabelService: service, LabelRegistry: b.registry,
 		}})
@@ -289,5 +290,5 @@ func (b *Buildpacks) cacheVolume(ctx context.Context, formation, service string)
 			return "", fmt.Errorf("cache volume %s: %w", name, err)
 		}
 	}
-	return CacheVolume(formation, service), nil
+	return CacheVolume(b.registry, formation, service), nil
 }

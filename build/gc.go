@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/gilliam-sync/gilliam-sync/internal/names"
 	"net/http"
 	"net/url"
 	"os"
@@ -112,7 +113,7 @@ func (b *Builder) gcVolumes(ctx context.Context, live map[Service]bool, dry bool
 	var errs []error
 	for _, v := range list.Volumes {
 		s := Service{v.Labels[LabelFormation], v.Labels[LabelService]}
-		if !strings.HasPrefix(v.Name, "gilliam-cache-") || v.Labels[LabelRegistry] != b.cfg.Registry || live[s] {
+		if !strings.HasPrefix(v.Name, names.CacheVolumePrefix) || v.Labels[LabelRegistry] != b.cfg.Registry || live[s] {
 			continue
 		}
 		if !dry {

@@ -63,11 +63,11 @@ func TestGCRemovesOnlyWhatIsOursAndUnused(t *testing.T) {
 	ours := func(service, registry string) map[string]string {
 		return map[string]string{build.LabelFormation: f, build.LabelService: service, build.LabelRegistry: registry}
 	}
-	deadVol := vol(build.CacheVolume(f, "dead"), ours("dead", addr))
+	deadVol := vol(build.CacheVolume(addr, f, "dead"), ours("dead", addr))
 	keptVols := []string{
-		vol(build.CacheVolume(f, "live"), ours("live", addr)),
-		vol(build.CacheVolume(f, "elsewhere"), ours("elsewhere", "registry.example.com:5000")),
-		vol(build.CacheVolume(f, "nolabels"), nil),
+		vol(build.CacheVolume(addr, f, "live"), ours("live", addr)),
+		vol(build.CacheVolume("registry.example.com:5000", f, "elsewhere"), ours("elsewhere", "registry.example.com:5000")),
+		vol(build.CacheVolume(addr, f, "nolabels"), nil),
 		vol("not-a-cache-"+f, ours("dead", addr)),
 	}
 

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"github.com/gilliam-sync/gilliam-sync/internal/names"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -147,7 +148,7 @@ func countBuildContainers(t testing.TB, d *testenv.Docker, service string) *buil
 	now := time.Now()
 	msgs, errs := d.Client.Events(ctx, events.ListOptions{Since: fmt.Sprintf("%d.%09d", now.Unix(), now.Nanosecond()), Filters: filters.NewArgs(
 		filters.Arg("type", "container"), filters.Arg("event", "start"), filters.Arg("label", "author=pack"))})
-	want := build.CacheVolume(formation, service)
+	want := "." + formation + "." + service + ".build" // a cache volume of this service, whatever the registry
 	go func() {
 		defer close(c.done)
 		for {
@@ -156,7 +157,7 @@ func countBuildContainers(t testing.TB, d *testenv.Docker, service string) *buil
 				info, err := d.Client.ContainerInspect(context.Background(), m.Actor.ID)
 				counted := err != nil // gone already: count it, to err on the side of builds
 				for _, mnt := range info.Mounts {
-					counted = counted || mnt.Name == want
+					counted = counted || strings.HasSuffix(mnt.Name, want)
 				}
 				if counted {
 					c.mu.Lock()
@@ -227,7 +228,7 @@ func answers(t testing.TB, url, want string) {
 // removeVolume removes a cache volume a test made for itself (a cold build's).
 func removeVolume(t testing.TB, d *testenv.Docker, name string) {
 	t.Helper()
-	if !strings.HasPrefix(name, "gilliam-cache-"+formation+".") {
+	if !strings.HasPrefix(name, names.CacheVolumePrefix) || !strings.Contains(name, "."+formation+".") {
 		t.Fatalf("refusing to remove %s: not a test volume", name)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

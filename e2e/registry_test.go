@@ -34,7 +34,7 @@ func TestUpWithItsOwnRegistry(t *testing.T) {
 	ctx := context.Background()
 	t.Cleanup(func() { docker.RemoveContainers(t, hostd.LabelHost, hostID) })
 	t.Cleanup(func() { removeImagesOf(docker, addr) })
-	for _, v := range []string{build.CacheVolume("hello", "web"), strings.TrimSuffix(build.CacheVolume("hello", "web"), ".build") + ".launch"} {
+	for _, v := range []string{build.CacheVolume(addr, "hello", "web"), build.LaunchCacheVolume(addr, "hello", "web")} {
 		if _, err := docker.Client.VolumeInspect(ctx, v); err != nil { // not a cache another test warmed
 			t.Cleanup(func() { docker.Client.VolumeRemove(context.Background(), v, true) })
 		}

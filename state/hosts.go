@@ -11,10 +11,6 @@ import (
 	"github.com/hashicorp/consul/api"
 )
 
-// HostService is the Consul service every host daemon registers for itself, with a TTL
-// check it keeps passing: the catalog's list of hosts and their liveness.
-const HostService = "gilliam-host"
-
 // Host is a machine that runs instances, as its host daemon registered it.
 type Host struct {
 	ID       string            `json:"id"`

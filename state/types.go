@@ -230,12 +230,6 @@ type Instance struct {
 	Index     int    `json:"index"`
 }
 
-func shortID(release string) string {
-	if len(release) > 8 {
-		return release[:8]
-	}
-	return release
-}
 
 // Instances expands a desired formation into its instances, sorted by ID.
 func (d *Desired) Instances() []Instance {

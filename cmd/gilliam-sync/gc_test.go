@@ -76,7 +76,7 @@ func TestGCCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	gone := build.CacheVolume(f, "gone")
+	gone := build.CacheVolume(addr, f, "gone")
 	if _, err := d.Client.VolumeCreate(ctx, volume.CreateOptions{Name: gone, Labels: map[string]string{
 		build.LabelFormation: f, build.LabelService: "gone", build.LabelRegistry: addr}}); err != nil {
 		t.Fatal(err)

@@ -29,13 +29,13 @@ var hostCmd = &command{
 
 // hostFlags are the host command's flags.
 type hostFlags struct {
-	id, advertise, cpu, memory, data, registryAuth   string
-	labels                                           labelsFlag
+	id, advertise, cpu, memory, data, registryAuth               string
+	labels                                                       labelsFlag
 	ttl, deregisterAfter, stopTimeout, drainDelay, grace, resync time.Duration
-	imageGCGrace, unhealthyAfter                     time.Duration
-	pidsLimit                                        int64
-	store                                            func() (*state.Store, error)
-	logger                                           func() (*slog.Logger, error)
+	imageGCGrace, unhealthyAfter                                 time.Duration
+	pidsLimit                                                    int64
+	store                                                        func() (*state.Store, error)
+	logger                                                       func() (*slog.Logger, error)
 }
 
 func defineHostFlags(fs *flag.FlagSet, stderr io.Writer) *hostFlags {
