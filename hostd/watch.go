@@ -70,7 +70,7 @@ func (w *watcher) run(ctx context.Context, got func(*state.Assignment), reached 
 		first = false
 
 		var changed bool
-		if index, changed = nextIndex(index, next); !changed {
+		if index, changed = state.NextIndex(index, next); !changed {
 			continue
 		}
 		if last != nil && sameAssignment(last, a) {
@@ -99,21 +99,6 @@ func (w *watcher) wait(ctx context.Context, d time.Duration) {
 			return
 		}
 	}
-}
-
-// nextIndex is the index the next blocking query sends, after one answered with got, and
-// whether the answer may carry news.
-func nextIndex(prev, got uint64) (uint64, bool) {
-	if got == 0 {
-		got = 1 // Consul's advice: a zero index would make every query return at once
-	}
-	switch {
-	case got < prev:
-		return 0, false // went backwards: ask again from the start
-	case got == prev:
-		return prev, false // the wait ran out: nothing changed
-	}
-	return got, true
 }
 
 // sameAssignment compares what a host must run, not when it was written.

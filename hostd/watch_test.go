@@ -168,7 +168,7 @@ func TestNextIndex(t *testing.T) {
 		{1, 0, 1, false},
 	}
 	for _, tt := range tests {
-		if next, news := nextIndex(tt.prev, tt.got); next != tt.next || news != tt.news {
+		if next, news := state.NextIndex(tt.prev, tt.got); next != tt.next || news != tt.news {
 			t.Errorf("nextIndex(%d, %d) = %d, %v; want %d, %v", tt.prev, tt.got, next, news, tt.next, tt.news)
 		}
 	}

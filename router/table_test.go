@@ -76,7 +76,7 @@ func TestNextIndex(t *testing.T) {
 	}{
 		{0, 5, 5, true}, {5, 5, 5, false}, {5, 7, 7, true}, {7, 3, 0, false}, {0, 0, 1, true},
 	} {
-		if next, changed := nextIndex(c.prev, c.got); next != c.next || changed != c.changed {
+		if next, changed := state.NextIndex(c.prev, c.got); next != c.next || changed != c.changed {
 			t.Errorf("nextIndex(%d, %d) = %d, %v; want %d, %v", c.prev, c.got, next, changed, c.next, c.changed)
 		}
 	}

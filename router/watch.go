@@ -93,25 +93,10 @@ func (f *follower) run(ctx context.Context) {
 		}
 		first = false
 		var changed bool
-		if index, changed = nextIndex(index, next); changed {
+		if index, changed = state.NextIndex(index, next); changed {
 			f.changed()
 		}
 	}
-}
-
-// nextIndex is the index the next blocking query sends after one answered with got, and
-// whether the answer may carry news.
-func nextIndex(prev, got uint64) (uint64, bool) {
-	if got == 0 {
-		got = 1 // a zero index would make every query return at once
-	}
-	switch {
-	case got < prev:
-		return 0, false // went backwards: ask again from the start
-	case got == prev:
-		return prev, false // the wait ran out: nothing changed
-	}
-	return got, true
 }
 
 // backoff is 100ms doubling to 5s, plus up to a quarter of jitter.
