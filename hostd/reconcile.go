@@ -38,6 +38,9 @@ type pass struct {
 	mu      sync.Mutex
 	running map[string]observed // instance → its running container, after the pass
 	notes   map[string]string   // instance → why it has no container yet
+	// left are the registrations removed in this pass, by instance: what drains waits
+	// to see gone from the servers' catalog before it stops a container.
+	left map[string]*api.AgentService
 	errs    []error
 }
 
@@ -75,7 +78,7 @@ func (d *Daemon) reconcile(ctx context.Context) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, err
 	}
-	p := &pass{now: time.Now(), running: map[string]observed{}, notes: map[string]string{}}
+	p := &pass{now: time.Now(), running: map[string]observed{}, notes: map[string]string{}, left: map[string]*api.AgentService{}}
 	p.releases, p.relErr = d.releasesOf(ctx, a.Instances)
 	if p.agent, err = d.readAgent(ctx); err != nil {
 		p.fail(err)
@@ -503,20 +506,22 @@ func (d *Daemon) stopUnhealthy(ctx context.Context, p *pass, c observed) {
 func (d *Daemon) drain(ctx context.Context, p *pass, c observed, assigned bool) {
 	p.mu.Lock()
 	reg, registered := p.agent.services[c.Instance]
+	left := p.left[c.Instance] // deregistered earlier in this pass
 	p.mu.Unlock()
 	if registered {
 		if err := d.deregister(ctx, reg.ID); err != nil {
 			p.fail(err)
 			return
 		}
-		if c.State == "running" && d.cfg.DrainDelay > 0 {
-			// New requests stop coming before the app is told to stop: routers follow the
-			// servers' catalog, which learns of the deregistration a little after the agent.
-			if err := d.store.WaitLeftCatalog(ctx, reg.Service, reg.ID, 5*time.Second); err != nil {
-				d.log.Debug("drain: the catalog still lists the instance", "instance", c.Instance, "err", err)
-			}
-			sleep(ctx, d.cfg.DrainDelay)
+		left = reg
+	}
+	if left != nil && c.State == "running" && d.cfg.DrainDelay > 0 {
+		// New requests stop coming before the app is told to stop: routers follow the
+		// servers' catalog, which learns of the deregistration a little after the agent.
+		if err := d.store.WaitLeftCatalog(ctx, left.Service, left.ID, 5*time.Second); err != nil {
+			d.log.Debug("drain: the catalog still lists the instance", "instance", c.Instance, "err", err)
 		}
+		sleep(ctx, d.cfg.DrainDelay)
 	}
 	secs := int((d.cfg.StopTimeout + time.Second - 1) / time.Second)
 	if err := d.docker.ContainerStop(ctx, c.ID, container.StopOptions{Timeout: &secs}); err != nil && !errdefs.IsNotFound(err) {
@@ -590,6 +595,7 @@ func (d *Daemon) syncRegistrations(ctx context.Context, p *pass, byID map[string
 				return
 			}
 			p.mu.Lock()
+			p.left[id] = p.agent.services[id]
 			delete(p.agent.services, id)
 			p.mu.Unlock()
 			d.log.Info("instance deregistered from Consul", "instance", id)
