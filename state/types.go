@@ -230,7 +230,6 @@ type Instance struct {
 	Index     int    `json:"index"`
 }
 
-
 // Instances expands a desired formation into its instances, sorted by ID.
 func (d *Desired) Instances() []Instance {
 	var out []Instance

@@ -44,7 +44,8 @@ func HostServiceID(host string) string { return HostService + "-" + host }
 // HostService is the Consul service every host daemon registers for itself, with a TTL
 // check it keeps passing: the catalog's list of hosts and their liveness.
 const HostService = "gilliam-host"
-func HostCheckID(host string) string   { return "gilliam-host-alive-" + host }
+
+func HostCheckID(host string) string { return "gilliam-host-alive-" + host }
 
 // CacheVolumePrefix starts the name of every build cache volume.
 const CacheVolumePrefix = "gilliam-cache-"
