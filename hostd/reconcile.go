@@ -41,7 +41,7 @@ type pass struct {
 	// left are the registrations removed in this pass, by instance: what drains waits
 	// to see gone from the servers' catalog before it stops a container.
 	left map[string]*api.AgentService
-	errs    []error
+	errs []error
 }
 
 func (p *pass) fail(err error) {
