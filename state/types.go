@@ -206,8 +206,10 @@ type Constraint struct {
 
 // Instance is one running copy of a release, placed on one host.
 type Instance struct {
-	// ID is stable and unique: formation-service-release-index. It names the container
-	// (with a prefix) and the instance's Consul service registration.
+	// ID is stable and unique: formation-service-release-index (InstanceID). The host
+	// running it puts it in the container's name, gilliam-<host>-<instance>, and in the
+	// ID of its Consul registration, <instance>@<host>, whose meta "instance" holds the ID
+	// alone (hostd.RegistrationID): two hosts never share a name for one instance.
 	ID        string `json:"id"`
 	Formation string `json:"formation"`
 	Service   string `json:"service"`
@@ -216,8 +218,8 @@ type Instance struct {
 }
 
 // InstanceID is the ID of the index-th instance of a release. Formation and service names
-// are DNS labels and release IDs are hex, so the ID is a valid container name, Consul
-// service ID and DNS label.
+// are DNS labels and release IDs are hex, so the ID is a DNS label and can be part of a
+// container name and of a Consul service ID (with the host, see Instance.ID).
 func InstanceID(formation, service, release string, index int) string {
 	return fmt.Sprintf("%s-%s-%s-%d", formation, service, shortID(release), index)
 }
