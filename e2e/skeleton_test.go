@@ -22,14 +22,17 @@ import (
 // The walking skeleton, end to end: a git push becomes serving instances registered in
 // Consul; a change replaces them; an invalid gilliam.yml is reported and changes nothing.
 func TestPushToServing(t *testing.T) {
+	t.Parallel()
 	consul := testenv.NewConsul(t)
 	reg := testenv.NewRegistry(t)
 	docker := testenv.NewDocker(t)
 	git := testenv.NewGitServer(t)
 	repo := git.NewRepo(t, "hello")
 	bin := testenv.Binary(t)
-	hostID := fmt.Sprintf("e2e-%d", time.Now().UnixNano()%1e9)
+	hostID := uniqueID("e2e")
+	// Registered before the daemons start, so they run after they stopped.
 	t.Cleanup(func() { docker.RemoveContainers(t, hostd.LabelHost, hostID) })
+	t.Cleanup(func() { removeBuildCaches(t, docker, reg.Addr) })
 	store := state.NewStore(consul.Client, "")
 	ctx := context.Background()
 
