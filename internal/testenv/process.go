@@ -23,11 +23,19 @@ var binary struct {
 
 // Binary builds bin/gilliam-sync from this repository once per test process and returns its
 // path. When the test runs under -race (make test), so does the program: a data race in a
-// daemon a test runs fails that test (see Start).
+// daemon a test runs fails that test (see Start). It is built next to the test binary, in
+// the folder `go test` removes when the package's tests end.
 func Binary(t testing.TB) string {
 	t.Helper()
 	binary.once.Do(func() {
-		dir, err := os.MkdirTemp("", "gilliam-sync-bin-")
+		parent := ""
+		if exe, err := os.Executable(); err == nil {
+			parent = filepath.Dir(exe)
+		}
+		dir, err := os.MkdirTemp(parent, "gilliam-sync-bin-")
+		if err != nil && parent != "" {
+			dir, err = os.MkdirTemp("", "gilliam-sync-bin-")
+		}
 		if err != nil {
 			binary.err = err
 			return
