@@ -71,14 +71,19 @@ func removeBuildCaches(t *testing.T, d *testenv.Docker, registry string) {
 		t.Errorf("list the test's build cache volumes: %v", err)
 		return
 	}
+	var names []string
 	for _, v := range list.Volumes {
+		// The launch cache's volume, named after it, is pack's, without our labels.
+		names = append(names, v.Name, strings.TrimSuffix(v.Name, ".build")+".launch")
+	}
+	for _, name := range names {
 		for i := 0; ; i++ {
-			err := d.Client.VolumeRemove(ctx, v.Name, true)
+			err := d.Client.VolumeRemove(ctx, name, true)
 			if err == nil || errdefs.IsNotFound(err) {
 				break
 			}
 			if i == 20 {
-				t.Errorf("remove build cache volume %s: %v", v.Name, err)
+				t.Errorf("remove build cache volume %s: %v", name, err)
 				break
 			}
 			time.Sleep(250 * time.Millisecond)

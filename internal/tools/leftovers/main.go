@@ -68,7 +68,9 @@ func leftovers(ctx context.Context, start time.Time) ([]string, error) {
 	}
 	for _, v := range vs.Volumes {
 		created, err := time.Parse(time.RFC3339, v.CreatedAt)
-		if err != nil || created.Before(start) || !ours(v.Labels) || strings.HasPrefix(v.Name, keptVolume) {
+		// A build cache volume pack made itself (the launch cache's) has no labels of ours.
+		cache := strings.HasPrefix(v.Name, "gilliam-cache-")
+		if err != nil || created.Before(start) || !ours(v.Labels) && !cache || strings.HasPrefix(v.Name, keptVolume) {
 			continue
 		}
 		found = append(found, fmt.Sprintf("volume %s %s", v.Name, gilliamLabels(v.Labels)))
