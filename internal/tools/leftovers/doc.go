@@ -1,10 +1,12 @@
 // Command leftovers is the last step of `make test`: it lists what the run left in the
 // Docker engine and on the machine, and exits 1 when there is any. Left behind means
 // created after -since (the run's start) and still there:
-//   - a container carrying any io.gilliam.* label (a host daemon's, a build's, a test's);
-//   - a volume carrying one, or named gilliam-cache-* (build caches), except the build
-//     package's test caches (gilliam-cache-buildtest.*), which its tests keep on purpose
-//     so that only the first run on a machine compiles Go's standard library;
+//   - a container carrying any io.gilliam.* label (a host daemon's, a build's, a test's),
+//     or one pack ran a build in (author=pack);
+//   - a volume carrying one, or named gilliam-cache-* (build caches) or pack-app-*,
+//     pack-layers-* (pack's, for one build), except the build package's test caches
+//     (gilliam-cache-buildtest.*), which its tests keep on purpose so that only the first
+//     run on a machine compiles Go's standard library;
 //   - a process of the project's (gilliam-sync built by a test, Consul or sshd from
 //     .cache) whose parent is gone: no test is left to stop it.
 //

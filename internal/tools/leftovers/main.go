@@ -57,7 +57,7 @@ func leftovers(ctx context.Context, start time.Time) ([]string, error) {
 		return nil, fmt.Errorf("list containers: %w", err)
 	}
 	for _, c := range cs {
-		if time.Unix(c.Created, 0).Before(start) || !ours(c.Labels) {
+		if time.Unix(c.Created, 0).Before(start) || !ours(c.Labels) && !packs(c.Labels) {
 			continue
 		}
 		found = append(found, fmt.Sprintf("container %s %s (%s) %s", c.ID[:12], strings.Join(c.Names, ","), c.State, gilliamLabels(c.Labels)))
@@ -69,7 +69,8 @@ func leftovers(ctx context.Context, start time.Time) ([]string, error) {
 	for _, v := range vs.Volumes {
 		created, err := time.Parse(time.RFC3339, v.CreatedAt)
 		// A build cache volume pack made itself (the launch cache's) has no labels of ours.
-		cache := strings.HasPrefix(v.Name, "gilliam-cache-")
+		// And pack's own, for one build, which it removes when the build ends.
+		cache := strings.HasPrefix(v.Name, "gilliam-cache-") || strings.HasPrefix(v.Name, "pack-app-") || strings.HasPrefix(v.Name, "pack-layers-")
 		if err != nil || created.Before(start) || !ours(v.Labels) && !cache || strings.HasPrefix(v.Name, keptVolume) {
 			continue
 		}
@@ -90,6 +91,10 @@ func ours(labels map[string]string) bool {
 	}
 	return false
 }
+
+// packs says whether a container is one pack runs a build in (labelled author=pack): pack
+// removes it when the build ends, so one that is left was abandoned.
+func packs(labels map[string]string) bool { return labels["author"] == "pack" }
 
 func gilliamLabels(labels map[string]string) string {
 	var out []string
