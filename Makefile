@@ -92,6 +92,7 @@ bench: tools ## Run the benchmarks behind the issues' performance targets and pr
 	$(GO) test -run '^$$' -bench . -benchmem ./gitwatch/
 	$(GO) test -run '^$$' -bench Converge50 -benchtime 3x ./hostd/
 	$(GO) test -run '^$$' -bench Build -benchtime 1x -v ./build/ | grep -v '^\s*{'
+	$(GO) test -run '^$$' -bench 'RouterVsDirect|RouteConvergence' -benchtime 1x ./router/
 
 .PHONY: fuzz
 fuzz: ## Fuzz the gilliam.yml parser for 5 minutes (FUZZTIME=10m for longer)

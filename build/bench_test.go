@@ -33,7 +33,10 @@ func BenchmarkBuild(b *testing.B) {
 		for i := 0; i < b.N; i++ {
 			b.StopTimer()
 			service := fmt.Sprintf("bench-cold-%d", time.Now().UnixNano())
-			b.Cleanup(func() { removeVolume(b, d, build.CacheVolume(formation, service)) })
+			b.Cleanup(func() {
+				removeVolume(b, d, build.CacheVolume(formation, service))
+				removeVolume(b, d, build.LaunchCacheVolume(formation, service))
+			})
 			b.StartTimer()
 			start := time.Now()
 			if _, err := bld.Build(context.Background(), src.request(service, "cold")); err != nil {

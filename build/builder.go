@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/google/go-containerregistry/pkg/authn"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/docker/docker/client"
@@ -49,6 +52,15 @@ type Config struct {
 	Timeout time.Duration
 	// LogsPerService is how many build logs are kept per service (default 20).
 	LogsPerService int
+	// Isolation is what build containers may reach and use: no network by default, memory,
+	// CPU and pids caps (isolation.go).
+	Isolation Isolation
+	// Registries is where images named by repositories may come from (registries.go).
+	// Registry, where builds publish, is always allowed and reached as it is configured.
+	Registries Registries
+	// Keychain gives the credentials to push to Registry and to read images with; nil
+	// means the Docker keychain (DOCKER_CONFIG, docker login).
+	Keychain authn.Keychain
 	// Logger receives what happens, build output included, line by line; nil discards it.
 	Logger *slog.Logger
 }
@@ -64,6 +76,10 @@ type Builder struct {
 	queue  *queue
 	log    *slog.Logger
 	stop   context.CancelFunc
+
+	// cgroupOK says whether Dockerfile builds get a pids cap (pidsCgroups).
+	cgroupOnce sync.Once
+	cgroupOK   bool
 }
 
 // New returns a Builder. It needs the Docker engine (builds run in it; DOCKER_HOST is
@@ -76,6 +92,10 @@ func New(cfg Config) (*Builder, error) {
 		return nil, errors.New("build: no data directory")
 	}
 	cfg.Registry = strings.TrimSuffix(cfg.Registry, "/")
+	if cfg.Keychain == nil {
+		cfg.Keychain = authn.DefaultKeychain
+	}
+	cfg.Registries.Keychain = cfg.Keychain
 	if cfg.Builder == "" {
 		cfg.Builder = DefaultBuilder
 	}
@@ -102,10 +122,14 @@ func New(cfg Config) (*Builder, error) {
 		}
 	}
 	pack, err := NewBuildpacks(BuildpacksConfig{Builder: cfg.Builder, Registry: cfg.Registry,
-		PackHome: filepath.Join(dir, "pack"), Logger: cfg.Logger})
+		PackHome: filepath.Join(dir, "pack"), Isolation: cfg.Isolation, Keychain: cfg.Keychain, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
+	cfg.Isolation = pack.iso
+	// The registry builds publish to is the operator's: images there may be named, and it
+	// is reached as builds reach it (plain HTTP when it offers no TLS).
+	cfg.Registries.Insecure = append(slices.Clone(cfg.Registries.Insecure), registryHost(cfg.Registry))
 	base, stop := context.WithCancel(context.Background())
 	return &Builder{cfg: cfg, docker: pack.docker, pack: pack, queue: newQueue(base, cfg.Concurrency),
 		log: cfg.Logger, stop: stop}, nil
@@ -114,7 +138,7 @@ func New(cfg Config) (*Builder, error) {
 // Close cancels the builds running and waiting; their callers get an error.
 func (b *Builder) Close() error {
 	b.stop()
-	return b.docker.Close()
+	return b.pack.Close()
 }
 
 // Registry is where images are published.
@@ -195,7 +219,7 @@ func (b *Builder) Build(ctx context.Context, req Request) (Result, error) {
 	}
 	log := b.log.With("formation", req.Formation, "service", req.Service)
 	if req.Kind == KindImage {
-		pinned, err := Resolve(ctx, req.Image)
+		pinned, err := b.resolve(ctx, req)
 		if err != nil {
 			return Result{}, err
 		}
@@ -208,7 +232,7 @@ func (b *Builder) Build(ctx context.Context, req Request) (Result, error) {
 		return Result{}, err
 	}
 	repo := Repository(b.cfg.Registry, req.Formation, req.Service)
-	if pinned, found, err := Find(ctx, repo, tag); err != nil {
+	if pinned, found, err := find(ctx, b.cfg.Keychain, repo, tag); err != nil {
 		return Result{}, err
 	} else if found {
 		b.published(pinned)
@@ -232,14 +256,31 @@ func (b *Builder) Lookup(ctx context.Context, req Request) (image string, found 
 		return "", false, err
 	}
 	if req.Kind == KindImage {
-		pinned, err := Resolve(ctx, req.Image)
+		pinned, err := b.resolve(ctx, req)
 		return pinned, err == nil, err
 	}
 	tag, err := b.tag(ctx, req)
 	if err != nil {
 		return "", false, err
 	}
-	return Find(ctx, Repository(b.cfg.Registry, req.Formation, req.Service), tag)
+	return find(ctx, b.cfg.Keychain, Repository(b.cfg.Registry, req.Formation, req.Service), tag)
+}
+
+// resolve pins an image service's reference within the registry policy. A reference the
+// policy refuses is a *FailedError: the repository must change it.
+func (b *Builder) resolve(ctx context.Context, req Request) (string, error) {
+	pinned, err := b.cfg.Registries.Resolve(ctx, req.Image)
+	var perr *PolicyError
+	if errors.As(err, &perr) {
+		return "", &FailedError{Formation: req.Formation, Service: req.Service, Commit: req.Commit, Reason: perr.Error()}
+	}
+	return pinned, err
+}
+
+// registryHost is the registry part of a registry setting (host:port, maybe with a path).
+func registryHost(registry string) string {
+	host, _, _ := strings.Cut(registry, "/")
+	return host
 }
 
 // tag names the image of req's source in the registry: its tree hash, what builds it and
@@ -260,7 +301,7 @@ func (b *Builder) tag(ctx context.Context, req Request) (string, error) {
 func (b *Builder) run(ctx context.Context, req Request, repo, tag string, log *slog.Logger) (Result, error) {
 	start := time.Now()
 	// Built while this waited (by another daemon on the same registry)?
-	if pinned, found, err := Find(ctx, repo, tag); err == nil && found {
+	if pinned, found, err := find(ctx, b.cfg.Keychain, repo, tag); err == nil && found {
 		b.published(pinned)
 		return Result{Image: pinned, TreeHash: req.TreeHash, Duration: time.Since(start)}, nil
 	}
@@ -303,7 +344,7 @@ func (b *Builder) buildSource(ctx context.Context, req Request, repo, tag string
 		return "", fmt.Errorf("build %s/%s: write sources: %w", req.Formation, req.Service, err)
 	}
 	if req.Kind == KindDockerfile {
-		return buildDockerfile(ctx, b.docker, src, repo, tag, req, out)
+		return b.buildDockerfile(ctx, src, repo, tag, req, out)
 	}
 	res, err := b.pack.Build(ctx, PackRequest{Formation: req.Formation, Service: req.Service,
 		Source: src, Tag: tag, Env: req.Env, Log: out})

@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/buildpacks/pack/pkg/blob"
@@ -17,31 +17,32 @@ import (
 	packimage "github.com/buildpacks/pack/pkg/image"
 	"github.com/buildpacks/pack/pkg/index"
 	"github.com/buildpacks/pack/pkg/logging"
+	dockerimage "github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/docker/client"
+	cerrdefs "github.com/docker/docker/errdefs"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/daemon"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	mobyclient "github.com/moby/moby/client"
 )
 
 // DefaultBuilder is the offline builder `make tools` creates from build/builder.
 const DefaultBuilder = "gilliam/builder:offline"
 
-// Buildpacks builds source folders with Cloud Native Buildpacks through pack's Go library
-// and publishes the images straight to a registry. It is the buildpack step of Builder,
-// which adds the skip, the queue and the logs.
+// Buildpacks builds source folders with Cloud Native Buildpacks through pack's Go library,
+// isolated (isolation.go), and publishes the images to a registry. It is the buildpack step
+// of Builder, which adds the skip, the queue and the logs.
 type Buildpacks struct {
 	docker   *client.Client
+	pack     *isolatedDocker // the client pack creates containers with
 	builder  string
 	registry string
 	packHome string
+	iso      Isolation
+	keychain authn.Keychain
 	log      *slog.Logger
-
-	// runImage is the run image the builder names, read once; the lifecycle's exporter
-	// reads it from the target registry, where runImageMirror copies it.
-	mu       sync.Mutex
-	runImage string
 }
 
 // BuildpacksConfig configures NewBuildpacks.
@@ -53,6 +54,12 @@ type BuildpacksConfig struct {
 	// PackHome is where pack keeps its downloads and manifests ($PACK_HOME for the pack
 	// CLI); empty means pack's default, $PACK_HOME or ~/.pack.
 	PackHome string
+	// Isolation is what build containers may reach and use; zero values are the defaults
+	// (no network).
+	Isolation Isolation
+	// Keychain gives registry credentials to pack and to the push; nil means the Docker
+	// keychain.
+	Keychain authn.Keychain
 	// Logger receives what happens; nil discards it.
 	Logger *slog.Logger
 }
@@ -70,12 +77,30 @@ func NewBuildpacks(cfg BuildpacksConfig) (*Buildpacks, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	keychain := cfg.Keychain
+	if keychain == nil {
+		keychain = authn.DefaultKeychain
+	}
+	iso, err := cfg.Isolation.withDefaults()
+	if err != nil {
+		return nil, err
+	}
 	docker, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
 	if err != nil {
 		return nil, fmt.Errorf("docker client: %w", err)
 	}
-	return &Buildpacks{docker: docker, builder: cfg.Builder, registry: strings.TrimSuffix(cfg.Registry, "/"),
-		packHome: cfg.PackHome, log: log}, nil
+	moby, err := mobyclient.New(mobyclient.FromEnv)
+	if err != nil {
+		docker.Close()
+		return nil, fmt.Errorf("docker client: %w", err)
+	}
+	return &Buildpacks{docker: docker, pack: &isolatedDocker{Client: moby, iso: iso}, builder: cfg.Builder,
+		registry: strings.TrimSuffix(cfg.Registry, "/"), packHome: cfg.PackHome, iso: iso, log: log, keychain: keychain}, nil
+}
+
+// Close closes the connections to the Docker engine.
+func (b *Buildpacks) Close() error {
+	return errors.Join(b.pack.Close(), b.docker.Close())
 }
 
 // Registry is where images are published.
@@ -124,18 +149,26 @@ func CacheVolume(formation, service string) string {
 	return "gilliam-cache-" + formation + "." + service + ".build"
 }
 
-// Build builds req.Source and publishes it as Repository(...):req.Tag.
+// LaunchCacheVolume is the Docker volume holding a service's launch cache: the layers of
+// its last image, which the exporter reuses instead of writing them again.
+func LaunchCacheVolume(formation, service string) string {
+	return "gilliam-cache-" + formation + "." + service + ".launch"
+}
+
+// Build builds req.Source and publishes it as Repository(...):req.Tag. The build runs
+// into the local engine with no network (see isolation.go), and the image is then pushed
+// from the engine to the registry by this process: the build containers never reach the
+// registry, nor anything else, and hold no registry credential.
 func (b *Buildpacks) Build(ctx context.Context, req PackRequest) (PackResult, error) {
 	start := time.Now()
 	repo := Repository(b.registry, req.Formation, req.Service)
 	tagged := repo + ":" + req.Tag
-	mirrors, err := b.runImageMirror(ctx)
-	if err != nil {
-		return PackResult{}, err
-	}
 	out := req.Log
 	if out == nil {
 		out = io.Discard
+	}
+	if err := b.checkDockerHost(); err != nil {
+		return PackResult{}, err
 	}
 	volumeName, err := b.cacheVolume(ctx, req.Formation, req.Service)
 	if err != nil {
@@ -147,50 +180,93 @@ func (b *Buildpacks) Build(ctx context.Context, req PackRequest) (PackResult, er
 	if err != nil {
 		return PackResult{}, err
 	}
+	// The image lands in the engine under its registry name; it is pushed from there and
+	// the engine's copy removed, whatever happens.
+	defer b.removeLocal(tagged)
 	err = pack.Build(ctx, packclient.BuildOptions{
-		AppPath:           req.Source,
-		Builder:           b.builder,
-		Image:             tagged,
-		Env:               req.Env,
-		Publish:           true,
-		PullPolicy:        packimage.PullNever,
-		TrustBuilder:      func(string) bool { return true },
-		AdditionalMirrors: mirrors,
+		AppPath:      req.Source,
+		Builder:      b.builder,
+		Image:        tagged,
+		Env:          req.Env,
+		Publish:      false,
+		PullPolicy:   packimage.PullNever,
+		TrustBuilder: func(string) bool { return true },
 		// Named here, so pack neither derives names nor keeps keys for them in PACK_HOME.
-		// The launch cache is only used by builds to the engine, never here.
+		// The launch cache lets the exporter reuse unchanged layers in the engine.
 		Cache: cache.CacheOpts{
 			Build:  cache.CacheInfo{Format: cache.CacheVolume, Source: volumeName},
-			Launch: cache.CacheInfo{Format: cache.CacheVolume, Source: strings.TrimSuffix(volumeName, ".build") + ".launch"},
+			Launch: cache.CacheInfo{Format: cache.CacheVolume, Source: LaunchCacheVolume(req.Formation, req.Service)},
 		},
 		// -1 keeps the builder's user (cnb, 1000:1000); 0 would run buildpacks as root.
 		UserID:  -1,
 		GroupID: -1,
-		// The build containers must reach registries on 127.0.0.1.
-		ContainerConfig: packclient.ContainerConfig{Network: "host"},
+		// The docker client (isolatedDocker) sets it on every container too, with the limits.
+		ContainerConfig: packclient.ContainerConfig{Network: b.iso.Network},
 	})
 	if err != nil {
 		return PackResult{}, fmt.Errorf("build %s/%s with %s: %w", req.Formation, req.Service, b.builder, err)
 	}
-	ref, err := name.NewTag(tagged, name.Insecure)
+	pinned, err := pushFromEngine(ctx, b.keychain, tagged, repo, out)
 	if err != nil {
 		return PackResult{}, err
 	}
-	desc, err := remote.Head(ref, remote.WithContext(ctx), remote.WithAuthFromKeychain(authn.DefaultKeychain))
+	return PackResult{Image: pinned, Duration: time.Since(start)}, nil
+}
+
+// pushFromEngine pushes the engine's image local to the registry as local (a tag of repo)
+// and returns it pinned by digest. Layers the registry holds already are not sent again.
+func pushFromEngine(ctx context.Context, keychain authn.Keychain, local, repo string, out io.Writer) (string, error) {
+	src, err := name.NewTag(local, name.Insecure)
 	if err != nil {
-		return PackResult{}, fmt.Errorf("resolve %s: %w", tagged, err)
+		return "", err
 	}
-	return PackResult{Image: repo + "@" + desc.Digest.String(), Duration: time.Since(start)}, nil
+	img, err := daemon.Image(src, daemon.WithContext(ctx))
+	if err != nil {
+		return "", fmt.Errorf("read %s from the engine: %w", local, err)
+	}
+	start := time.Now()
+	fmt.Fprintf(out, "gilliam-sync: pushing %s\n", local)
+	if err := remote.Write(src, img, remote.WithContext(ctx), remote.WithAuthFromKeychain(keychain)); err != nil {
+		return "", fmt.Errorf("push %s: %w", local, err)
+	}
+	digest, err := img.Digest()
+	if err != nil {
+		return "", fmt.Errorf("digest of %s: %w", local, err)
+	}
+	fmt.Fprintf(out, "gilliam-sync: pushed %s in %s\n", digest, time.Since(start).Round(time.Millisecond))
+	return repo + "@" + digest.String(), nil
+}
+
+// removeLocal removes the engine's copy of a built image once pushed (or failed): the
+// registry is where images are kept. Layers the run image or the launch cache share stay.
+func (b *Buildpacks) removeLocal(ref string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, err := b.docker.ImageRemove(ctx, ref, dockerimage.RemoveOptions{PruneChildren: true})
+	if err != nil && !cerrdefs.IsNotFound(err) {
+		b.log.Warn("built image not removed from the engine", "image", ref, "err", err)
+	}
+}
+
+// checkDockerHost refuses an engine the lifecycle could not reach from a build container
+// with no network: it talks to the engine through its unix socket, mounted in.
+func (b *Buildpacks) checkDockerHost() error {
+	host := os.Getenv("DOCKER_HOST")
+	if host == "" || strings.HasPrefix(host, "unix://") {
+		return nil
+	}
+	return fmt.Errorf("buildpack builds need the Docker engine's unix socket (DOCKER_HOST=%s): the build containers have no network to reach it by", host)
 }
 
 // packClient is a pack client logging to out, its downloads and manifests under PackHome
 // when set, registry credentials from the Docker keychain.
 func (b *Buildpacks) packClient(out io.Writer) (*packclient.Client, error) {
 	opts := []packclient.Option{packclient.WithLogger(logging.NewLogWithWriters(out, out)),
-		packclient.WithKeychain(authn.DefaultKeychain)}
+		packclient.WithKeychain(b.keychain), packclient.WithDockerClient(b.pack)}
 	if b.packHome != "" {
 		opts = append(opts,
 			packclient.WithDownloader(blob.NewDownloader(logging.NewSimpleLogger(out), filepath.Join(b.packHome, "download-cache"))),
-			packclient.WithIndexFactory(index.NewIndexFactory(authn.DefaultKeychain, filepath.Join(b.packHome, "manifests"))))
+			packclient.WithIndexFactory(index.NewIndexFactory(b.keychain, filepath.Join(b.packHome, "manifests"))))
 	}
 	pack, err := packclient.NewClient(opts...)
 	if err != nil {
@@ -199,74 +275,19 @@ func (b *Buildpacks) packClient(out io.Writer) (*packclient.Client, error) {
 	return pack, nil
 }
 
-// cacheVolume creates a service's cache volume, labelled as this builder's, before pack
-// uses it (Docker would create it without labels): garbage collection removes only
-// volumes carrying these labels. An existing volume is kept as it is.
+// cacheVolume creates a service's cache volumes (the build cache, and the launch cache
+// the exporter reuses layers from), labelled as this builder's, before pack uses them
+// (Docker would create them without labels): garbage collection removes only volumes
+// carrying these labels. An existing volume is kept as it is. It returns the build
+// cache's name; the launch cache's is LaunchCacheVolume's.
 func (b *Buildpacks) cacheVolume(ctx context.Context, formation, service string) (string, error) {
-	name := CacheVolume(formation, service)
-	_, err := b.docker.VolumeCreate(ctx, volume.CreateOptions{Name: name, Labels: map[string]string{
-		LabelFormation: formation, LabelService: service, LabelRegistry: b.registry,
-	}})
-	if err != nil {
-		return "", fmt.Errorf("cache volume %s: %w", name, err)
-	}
-	return name, nil
-}
-
-// runImageMirror makes sure the builder's run image can be read from the target registry,
-// where the lifecycle's exporter looks for it: when it is not there (a new registry, or one
-// that lost it), it is copied from the local engine. It returns the mirror to hand pack when
-// the copy has another name than the one the builder gives (the offline builder names it in
-// 127.0.0.1:5000). A run image the engine does not hold is left to pack to find where the
-// builder names it (a public builder's run image in its public registry).
-func (b *Buildpacks) runImageMirror(ctx context.Context) (map[string][]string, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.runImage == "" {
-		pack, err := b.packClient(io.Discard)
+	for _, name := range []string{CacheVolume(formation, service), LaunchCacheVolume(formation, service)} {
+		_, err := b.docker.VolumeCreate(ctx, volume.CreateOptions{Name: name, Labels: map[string]string{
+			LabelFormation: formation, LabelService: service, LabelRegistry: b.registry,
+		}})
 		if err != nil {
-			return nil, err
+			return "", fmt.Errorf("cache volume %s: %w", name, err)
 		}
-		info, err := pack.InspectBuilder(b.builder, true)
-		if err != nil || info == nil {
-			return nil, fmt.Errorf("inspect builder %s: %v (is it in the engine? make tools builds the default one)", b.builder, err)
-		}
-		if len(info.RunImages) == 0 {
-			return nil, fmt.Errorf("builder %s names no run image", b.builder)
-		}
-		b.runImage = info.RunImages[0].Image
 	}
-	run := b.runImage
-	src, err := name.ParseReference(run, name.Insecure)
-	if err != nil {
-		return nil, fmt.Errorf("run image %s: %w", run, err)
-	}
-	target := b.registry + "/" + src.Context().RepositoryStr() + ":" + tagOf(src)
-	dst, err := name.ParseReference(target, name.Insecure)
-	if err != nil {
-		return nil, fmt.Errorf("run image mirror %s: %w", target, err)
-	}
-	auth := remote.WithAuthFromKeychain(authn.DefaultKeychain)
-	if _, err := remote.Head(dst, remote.WithContext(ctx), auth); err != nil {
-		img, err := daemon.Image(src, daemon.WithContext(ctx))
-		if err != nil {
-			b.log.Debug("run image not in the engine; pack will look for it where the builder names it", "run_image", run, "err", err)
-			return nil, nil
-		}
-		if err := remote.Write(dst, img, remote.WithContext(ctx), auth); err != nil {
-			return nil, fmt.Errorf("copy run image %s to %s: %w", run, target, err)
-		}
-		b.log.Info("copied the builder's run image to the registry", "run_image", run, "copy", target)
-	}
-	if target == run {
-		return nil, nil
-	}
-	return map[string][]string{run: {target}}, nil
-}
-
-func tagOf(ref name.Reference) string {
-	if t, ok := ref.(name.Tag); ok {
-		return t.TagStr()
-	}
-	return "latest"
+	return CacheVolume(formation, service), nil
 }

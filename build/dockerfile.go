@@ -7,16 +7,45 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
-	"github.com/docker/docker/client"
 	"github.com/docker/docker/pkg/jsonmessage"
-	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/daemon"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/gilliam-sync/gilliam-sync/internal/dockerbuild"
 )
+
+// pidsCgroups says whether Dockerfile builds can be given a pids cap through a cgroup
+// parent (pidscgroup.go): the engine uses the cgroupfs driver, on this machine, and this
+// process may make cgroups. Decided once; when not, the log says so once.
+func (b *Builder) pidsCgroups(ctx context.Context) bool {
+	b.cgroupOnce.Do(func() {
+		why := ""
+		info, err := b.docker.Info(ctx)
+		switch {
+		case err != nil:
+			why = err.Error()
+		case info.CgroupDriver != "cgroupfs":
+			why = "the engine's cgroup driver is " + info.CgroupDriver + ", not cgroupfs"
+		case os.Getenv("DOCKER_HOST") != "" && !strings.HasPrefix(os.Getenv("DOCKER_HOST"), "unix://"):
+			why = "the engine is not on this machine"
+		default:
+			cg, err := newPidsCgroup("probe", "probe", b.cfg.Isolation.Pids)
+			if err != nil {
+				why = err.Error()
+			} else {
+				cg.remove()
+			}
+		}
+		b.cgroupOK = why == ""
+		if !b.cgroupOK {
+			b.log.Warn("Dockerfile builds run without a pids cap", "why", why)
+		}
+	})
+	return b.cgroupOK
+}
 
 // dockerfileError is a Dockerfile step that failed: the code's fault.
 type dockerfileError struct{ msg string }
@@ -32,17 +61,48 @@ func LocalImage(formation, service string) string {
 
 // buildDockerfile builds the Dockerfile at the root of src with the engine's classic builder
 // (a base image the engine holds is not pulled again), then pushes the image to
-// repo:tag and returns it pinned by digest. Env becomes the build args.
-func buildDockerfile(ctx context.Context, docker *client.Client, src, repo, tag string, req Request, out io.Writer) (string, error) {
-	if _, err := os.Stat(filepath.Join(src, "Dockerfile")); err != nil {
+// repo:tag and returns it pinned by digest. Env becomes the build args. The Dockerfile is
+// checked first (checkDockerfile), and its RUN steps run isolated (isolation.go).
+func (b *Builder) buildDockerfile(ctx context.Context, src, repo, tag string, req Request, out io.Writer) (string, error) {
+	text, err := os.ReadFile(filepath.Join(src, "Dockerfile"))
+	if err != nil {
 		return "", &dockerfileError{msg: "no Dockerfile at the root of the service's path"}
 	}
+	err = checkDockerfile(ctx, text, req.Env, dockerfilePolicy{
+		urls:       b.cfg.Isolation.DockerfileURLs,
+		registries: b.cfg.Registries,
+		inEngine: func(ctx context.Context, ref string) bool {
+			_, err := b.docker.ImageInspect(ctx, ref)
+			return err == nil
+		},
+	})
+	if err != nil {
+		return "", err
+	}
+	iso := b.cfg.Isolation
+	var parent string
+	if b.pidsCgroups(ctx) {
+		cg, err := newPidsCgroup(req.Formation, req.Service, iso.Pids)
+		if err != nil {
+			return "", err
+		}
+		defer func() {
+			if err := cg.remove(); err != nil {
+				b.log.Warn("build cgroup not removed", "cgroup", cg.Parent, "err", err)
+			}
+		}()
+		parent = cg.Parent
+	}
 	local := LocalImage(req.Formation, req.Service)
-	_, err := dockerbuild.Build(ctx, docker, src, dockerbuild.Options{
-		Tags:      []string{local},
-		Labels:    map[string]string{LabelFormation: req.Formation, LabelService: req.Service},
-		BuildArgs: req.Env,
-		Log:       out,
+	_, err = dockerbuild.Build(ctx, b.docker, src, dockerbuild.Options{
+		CgroupParent: parent,
+		Tags:         []string{local},
+		Labels:       map[string]string{LabelFormation: req.Formation, LabelService: req.Service},
+		BuildArgs:    req.Env,
+		NetworkMode:  iso.Network,
+		Memory:       iso.Memory,
+		CPUQuota:     int64(iso.CPUs * 100_000),
+		Log:          out,
 	})
 	var step *jsonmessage.JSONError
 	if errors.As(err, &step) {
@@ -65,7 +125,7 @@ func buildDockerfile(ctx context.Context, docker *client.Client, src, repo, tag 
 		return "", err
 	}
 	fmt.Fprintf(out, "gilliam-sync: pushing %s\n", dst)
-	if err := remote.Write(dst, img, remote.WithContext(ctx), remote.WithAuthFromKeychain(authn.DefaultKeychain)); err != nil {
+	if err := remote.Write(dst, img, remote.WithContext(ctx), remote.WithAuthFromKeychain(b.cfg.Keychain)); err != nil {
 		return "", fmt.Errorf("push %s: %w", dst, err)
 	}
 	digest, err := img.Digest()

@@ -4,9 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/gilliam-sync/gilliam-sync/internal/fault"
 )
 
-// What an error from Build means for its caller:
+// What an error from Build means for its caller (in the words of internal/fault, which
+// sync's planner reads through fault.KindOf):
 //
 //   - *FailedError: the build ran and failed (a compile error, no buildpack recognised the
 //     code, a RUN step that exits non-zero, a timeout). Building the same source again
@@ -19,7 +22,7 @@ import (
 
 // ErrSuperseded is returned to a request whose build had not started when a newer request
 // for the same service (a newer commit) arrived: only the newest is built.
-var ErrSuperseded = errors.New("superseded by a newer build of the service")
+var ErrSuperseded = fault.Supersede(errors.New("superseded by a newer build of the service"))
 
 // FailedError is a build that ran and failed. Tail holds the last lines of its log, where
 // a compiler or a Dockerfile step says what is wrong.
@@ -31,6 +34,9 @@ type FailedError struct {
 	// Log is the path of the full build log; Tail its last lines.
 	Log, Tail string
 }
+
+// FaultKind: a failed build is stalled until a person pushes a fix.
+func (e *FailedError) FaultKind() fault.Kind { return fault.Stalled }
 
 func (e *FailedError) Error() string {
 	var b strings.Builder

@@ -174,7 +174,7 @@ func (b *Builder) gcRegistry(ctx context.Context, keep map[string]bool, opts GCO
 	if err != nil {
 		return fmt.Errorf("gc: registry %s: %w", host, err)
 	}
-	ropts := []remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(authn.DefaultKeychain)}
+	ropts := []remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(b.cfg.Keychain)}
 	repos, err := remote.Catalog(ctx, reg, ropts...)
 	if err != nil {
 		return fmt.Errorf("gc: list repositories of %s: %w", host, err)
@@ -251,6 +251,10 @@ func (b *Builder) collectBlobs(ctx context.Context, reg name.Registry, grace tim
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), nil)
 	if err != nil {
 		return err
+	}
+	// The embedded registry collects garbage for its push credential only.
+	if err := authorize(req, b.cfg.Keychain, reg); err != nil {
+		return fmt.Errorf("gc: registry blobs: %w", err)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -343,4 +347,25 @@ func (b *Builder) recentlyPublished(grace time.Duration, dry bool) (map[string]b
 		}
 	}
 	return recent, nil
+}
+
+// authorize sets req's Authorization from keychain's credentials for reg, if it has any.
+func authorize(req *http.Request, keychain authn.Keychain, reg name.Registry) error {
+	a, err := authn.Resolve(req.Context(), keychain, reg)
+	if err != nil {
+		return err
+	}
+	cfg, err := authn.Authorization(req.Context(), a)
+	if err != nil {
+		return err
+	}
+	switch {
+	case cfg.Username != "" || cfg.Password != "":
+		req.SetBasicAuth(cfg.Username, cfg.Password)
+	case cfg.RegistryToken != "":
+		req.Header.Set("Authorization", "Bearer "+cfg.RegistryToken)
+	case cfg.Auth != "":
+		req.Header.Set("Authorization", "Basic "+cfg.Auth)
+	}
+	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/docker/errdefs"
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
@@ -32,7 +33,11 @@ import (
 func TestGCRemovesOnlyWhatIsOursAndUnused(t *testing.T) {
 	d := testenv.NewDocker(t)
 	ctx := context.Background()
-	reg, err := registry.New(t.TempDir(), nil)
+	creds, err := registry.GenerateCredentials()
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := registry.New(t.TempDir(), nil, creds)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +45,10 @@ func TestGCRemovesOnlyWhatIsOursAndUnused(t *testing.T) {
 	defer srv.Close()
 	addr := strings.TrimPrefix(srv.URL, "http://")
 	data := t.TempDir()
-	b := newBuilder(t, addr, data)
+	// The registry asks for credentials: the builder pushes, lists, deletes and collects
+	// with the push credential, as gilliam-sync up gives it.
+	b := newBuilder(t, addr, data, func(c *build.Config) { c.Keychain = registry.Keychain(addr, creds.Push) })
+	auth := remote.WithAuthFromKeychain(registry.Keychain(addr, creds.Push))
 	f := "gctest" + strings.ReplaceAll(time.Now().Format("150405.000000"), ".", "")
 
 	// Cache volumes: one of a service gone (collected), the rest kept: a live service's,
@@ -66,7 +74,20 @@ func TestGCRemovesOnlyWhatIsOursAndUnused(t *testing.T) {
 	// Registry images: built ones (source tags) of a live and a dead service, one a kept
 	// release uses, one someone also tagged by hand; the builder's run image copy; a
 	// repository that is not formation/service.
-	push := func(repo string, tags ...string) string { return testenv.PushRandomImage(t, addr, repo, tags...) }
+	push := func(repo string, tags ...string) string {
+		img, err := random.Image(256, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tag := range tags {
+			ref, _ := name.NewTag(addr+"/"+repo+":"+tag, name.Insecure)
+			if err := remote.Write(ref, img, auth); err != nil {
+				t.Fatalf("push %s: %v", ref, err)
+			}
+		}
+		digest, _ := img.Digest()
+		return addr + "/" + repo + "@" + digest.String()
+	}
 	released := push(f+"/live", "src-1")
 	unused := push(f+"/live", "src-2")
 	handTagged := push(f+"/live", "src-3", "stable")
@@ -140,7 +161,7 @@ func TestGCRemovesOnlyWhatIsOursAndUnused(t *testing.T) {
 	everythingThere := append([]string{deadVol}, keptVols...)
 	assertVolumes(t, d, f, everythingThere)
 	assertImages(t, d, append(ourDangling, foreign), nil)
-	assertInRegistry(t, []string{released, unused, handTagged, deadImage, runImage, deep, firstBuild.Image, secondBuild.Image}, nil)
+	assertInRegistry(t, auth, []string{released, unused, handTagged, deadImage, runImage, deep, firstBuild.Image, secondBuild.Image}, nil)
 
 	g, err = b.GC(ctx, live, build.GCOptions{})
 	if err != nil {
@@ -150,7 +171,7 @@ func TestGCRemovesOnlyWhatIsOursAndUnused(t *testing.T) {
 	t.Logf("collected: %+v", g)
 	assertVolumes(t, d, f, keptVols)
 	assertImages(t, d, []string{foreign}, ourDangling)
-	assertInRegistry(t, []string{released, handTagged, runImage, deep, firstBuild.Image, secondBuild.Image}, []string{unused, deadImage})
+	assertInRegistry(t, auth, []string{released, handTagged, runImage, deep, firstBuild.Image, secondBuild.Image}, []string{unused, deadImage})
 	if _, err := os.Stat(build.LogDir(data, f, "dead")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("logs of the dead service: %v", err)
 	}
@@ -171,7 +192,7 @@ func TestGCRemovesOnlyWhatIsOursAndUnused(t *testing.T) {
 	if !slices.Equal(g.Manifests, []string{firstBuild.Image}) || g.Blobs == 0 {
 		t.Fatalf("past the grace period: %+v, want %s collected and blobs freed", g, firstBuild.Image)
 	}
-	assertInRegistry(t, []string{released, handTagged, runImage, deep, secondBuild.Image}, []string{firstBuild.Image})
+	assertInRegistry(t, auth, []string{released, handTagged, runImage, deep, secondBuild.Image}, []string{firstBuild.Image})
 }
 
 // danglingOurs lists the dangling images carrying gilliam-sync's build label.
@@ -251,11 +272,11 @@ func assertImages(t *testing.T, d *testenv.Docker, present, absent []string) {
 
 // assertInRegistry checks that the images present are there whole (manifest, config and
 // layers) and the absent ones are gone.
-func assertInRegistry(t *testing.T, present, absent []string) {
+func assertInRegistry(t *testing.T, auth remote.Option, present, absent []string) {
 	t.Helper()
 	for _, ref := range present {
 		r, _ := name.ParseReference(ref, name.Insecure)
-		img, err := remote.Image(r)
+		img, err := remote.Image(r, auth)
 		if err == nil {
 			_, err = img.RawConfigFile()
 		}
@@ -276,7 +297,7 @@ func assertInRegistry(t *testing.T, present, absent []string) {
 	}
 	for _, ref := range absent {
 		r, _ := name.ParseReference(ref, name.Insecure)
-		_, err := remote.Head(r)
+		_, err := remote.Head(r, auth)
 		var terr *transport.Error
 		if !errors.As(err, &terr) || terr.StatusCode != http.StatusNotFound {
 			t.Errorf("%s: %v, want it deleted", ref, err)

@@ -54,11 +54,15 @@ func BuildEnv(env map[string]string) map[string]string {
 // Find looks for repo:tag in its registry and returns it pinned by digest; found is false
 // when the tag does not exist.
 func Find(ctx context.Context, repo, tag string) (pinned string, found bool, err error) {
+	return find(ctx, authn.DefaultKeychain, repo, tag)
+}
+
+func find(ctx context.Context, keychain authn.Keychain, repo, tag string) (pinned string, found bool, err error) {
 	ref, err := name.NewTag(repo+":"+tag, name.Insecure)
 	if err != nil {
 		return "", false, err
 	}
-	desc, err := remote.Head(ref, remote.WithContext(ctx), remote.WithAuthFromKeychain(authn.DefaultKeychain))
+	desc, err := remote.Head(ref, remote.WithContext(ctx), remote.WithAuthFromKeychain(keychain))
 	var terr *transport.Error
 	if errors.As(err, &terr) && terr.StatusCode == http.StatusNotFound {
 		return "", false, nil
@@ -71,6 +75,10 @@ func Find(ctx context.Context, repo, tag string) (pinned string, found bool, err
 
 // Resolve pins an image reference to the digest its tag points at now, so a release never
 // changes under a moving tag. A reference pinned already is returned as it is.
+//
+// Resolve applies no registry policy and reaches any registry over plain HTTP: it is for
+// references the operator wrote. References from repositories go through
+// Registries.Resolve (Builder.Build does).
 func Resolve(ctx context.Context, image string) (string, error) {
 	ref, err := name.ParseReference(image, name.Insecure)
 	if err != nil {

@@ -122,14 +122,18 @@ func helloAs(t *testing.T, formation string) string {
 
 // host runs a host daemon in this test process, with a unique ID whose containers are
 // removed at cleanup. It returns the ID.
-func (c *cluster) host(name string) string {
+func (c *cluster) host(name string, opts ...func(*hostd.Config)) string {
 	c.t.Helper()
 	id := uniqueID(name)
-	d, err := hostd.New(hostd.Config{
+	cfg := hostd.Config{
 		ID: id, Advertise: "127.0.0.1", DataDir: c.t.TempDir(), Resync: time.Second,
 		Capacity: hostd.MachineCapacity(),
 		Logger:   slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("host", id),
-	}, c.store, c.docker.Client)
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	d, err := hostd.New(cfg, c.store, c.docker.Client)
 	if err != nil {
 		c.t.Fatal(err)
 	}

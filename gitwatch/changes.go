@@ -36,11 +36,11 @@ func (r *Repo) Changed(from, to string, paths map[string]string) ([]string, erro
 	for name, p := range paths {
 		before, err := entryHash(oldTree, p)
 		if err != nil {
-			return nil, fmt.Errorf("service %s: %s at %s: %w", name, p, short(from), err)
+			return nil, r.unreadable(fmt.Sprintf("service %s: %s at %s of %s", name, p, short(from), Sanitize(r.URL)), err)
 		}
 		after, err := entryHash(newTree, p)
 		if err != nil {
-			return nil, fmt.Errorf("service %s: %s at %s: %w", name, p, short(to), err)
+			return nil, r.unreadable(fmt.Sprintf("service %s: %s at %s of %s", name, p, short(to), Sanitize(r.URL)), err)
 		}
 		if before != after {
 			changed = append(changed, name)

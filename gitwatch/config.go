@@ -36,6 +36,8 @@ type RepoConfig struct {
 	Webhook *Webhook `yaml:"webhook,omitempty"`
 	// Previews deploys pull requests and branches matching patterns as previews.
 	Previews *Previews `yaml:"previews,omitempty"`
+	// Checkout bounds what a build's checkout of this repository may write.
+	Checkout CheckoutLimits `yaml:"checkout,omitempty"`
 }
 
 // Auth is where the credentials for a repository come from. Files and environment
@@ -70,6 +72,9 @@ type Previews struct {
 	// Branches are path.Match patterns of branch names (feature/*): each matching branch
 	// is a preview, which works with any git server.
 	Branches []string `yaml:"branches,omitempty"`
+	// Forks lets pull requests from forks have previews: their code is anyone's. Off by
+	// default; a pull request whose origin no signed webhook told counts as a fork.
+	Forks bool `yaml:"forks,omitempty"`
 }
 
 // Forge is a kind of git server.
@@ -160,6 +165,11 @@ func (c *RepoConfig) Validate() error {
 
 	errs = append(errs, c.Auth.validate(scheme, loopback(c.URL))...)
 
+	if c.Checkout.MaxFiles < 0 || c.Checkout.MaxBytes < 0 || c.Checkout.MaxFileBytes < 0 {
+		bad("checkout", "limits cannot be negative")
+	}
+	c.Checkout = c.Checkout.withDefaults()
+
 	if c.Webhook != nil {
 		if c.Forge == "" {
 			bad("webhook", "needs forge (github, gitlab or gitea) to know how hooks are signed")
@@ -176,6 +186,9 @@ func (c *RepoConfig) Validate() error {
 			if err := checkRefPattern(b, "refs/heads/"); err != nil {
 				bad(fmt.Sprintf("previews.branches[%d]", i), "%v", err)
 			}
+		}
+		if p.Forks && !p.PullRequests {
+			bad("previews.forks", "only means something with pull_requests: true")
 		}
 	}
 	return errors.Join(errs...)

@@ -17,7 +17,8 @@ import (
 
 // daemonConfig is how the sync daemon embeds the watch list in gilliam-sync.yml.
 type daemonConfig struct {
-	Repos []gitwatch.RepoConfig `yaml:"repos"`
+	Webhooks gitwatch.ServerConfig `yaml:"webhooks"`
+	Repos    []gitwatch.RepoConfig `yaml:"repos"`
 }
 
 func decode(t *testing.T, text string) (daemonConfig, error) {

@@ -2,10 +2,14 @@ package gitwatch
 
 import (
 	"errors"
+	"fmt"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/go-git/go-git/v5/plumbing/transport"
+
+	"github.com/gilliam-sync/gilliam-sync/internal/fault"
 )
 
 // StalledError is a failure that waiting will not fix: credentials refused, an unknown or
@@ -21,10 +25,55 @@ type StalledError struct {
 func (e *StalledError) Error() string { return e.Reason + ": " + e.Err.Error() }
 func (e *StalledError) Unwrap() error { return e.Err }
 
-// Stalled reports whether err needs a person rather than another attempt.
+// FaultKind: stalled, in the vocabulary gitwatch, build and sync share (internal/fault).
+func (e *StalledError) FaultKind() fault.Kind { return fault.Stalled }
+
+// FaultKind: a bad commit is stalled until a fixed one is pushed.
+func (e *TreeError) FaultKind() fault.Kind { return fault.Stalled }
+
+// Stalled reports whether err needs a person rather than another attempt: a
+// *StalledError, or a *TreeError (a commit that cannot be checked out as it is).
 func Stalled(err error) bool {
 	var s *StalledError
-	return errors.As(err, &s)
+	var t *TreeError
+	return errors.As(err, &s) || errors.As(err, &t)
+}
+
+// TreeError is a commit that cannot be read or checked out as it is: an entry name that
+// could leave the destination (.., /, \, .git, control characters), a link pointing out
+// of the tree, a file or a checkout over its limit, a malformed tree. The same commit
+// fails the same way every time: it is stalled until someone pushes a fixed one.
+type TreeError struct {
+	Repo   string // the repository's sanitized URL
+	Commit string
+	Path   string // slash-separated, from the folder exported or read
+	Reason string
+}
+
+func (e *TreeError) Error() string {
+	return fmt.Sprintf("%s at %s of %s: %s", quotePath(e.Path), short(e.Commit), e.Repo, e.Reason)
+}
+
+// quotePath shows a path as it is when it is plain, quoted when it holds anything a
+// terminal or a log reader could misread (control characters, spaces, quotes).
+func quotePath(p string) string {
+	if q := strconv.Quote(p); q[1:len(q)-1] != p || strings.ContainsAny(p, " \t") {
+		return q
+	}
+	return p
+}
+
+// ErrCacheUnreadable marks a read from a repository's cache that failed where a healthy
+// cache would not (a missing or damaged object). It is retryable: the read marked the
+// cache suspect, and the watcher's next poll checks it and re-clones it when it is
+// corrupt; the same read then succeeds. errors.Is(err, ErrCacheUnreadable) tells it
+// apart from a *TreeError (the commit itself is bad: stalled).
+var ErrCacheUnreadable = errors.New("repository cache unreadable (checked and re-cloned at the next poll)")
+
+// unreadable marks the cache suspect and wraps err with where and ErrCacheUnreadable.
+func (r *Repo) unreadable(where string, err error) error {
+	r.suspect.Store(true)
+	return fmt.Errorf("%s: %w: %w", where, ErrCacheUnreadable, err)
 }
 
 // classify marks the transport failures that retrying cannot fix as stalled.

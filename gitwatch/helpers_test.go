@@ -102,7 +102,7 @@ func wantEvents(t testing.TB, what string, got []gitwatch.Event, want ...gitwatc
 func fmtEvents(events []gitwatch.Event) string {
 	var b strings.Builder
 	for _, e := range events {
-		fmt.Fprintf(&b, "\n  {%s %s %s pr=%d %.7s -> %.7s}", e.Repo, e.Kind, e.Ref, e.PR, e.Old, e.New)
+		fmt.Fprintf(&b, "\n  {%s %s %s pr=%d %.7s -> %.7s origin=%q}", e.Repo, e.Kind, e.Ref, e.PR, e.Old, e.New, e.Origin)
 	}
 	if b.Len() == 0 {
 		return "none"

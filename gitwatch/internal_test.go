@@ -1,6 +1,10 @@
 package gitwatch
 
 import (
+	"bufio"
+	"bytes"
+	"compress/zlib"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strings"
@@ -140,5 +144,59 @@ func TestScrubAndClassify(t *testing.T) {
 	}
 	if got := Sanitize(raw); got != "https://git.example.com/a.git" {
 		t.Fatal(got)
+	}
+}
+
+// The pack inspector reads object headers and the size a delta makes, and refuses what is
+// over the limit; the real git server's packs go through it in checkout_test.go. Here the
+// case git's own packing rarely produces: a small delta that makes a huge object.
+func TestInspectPack(t *testing.T) {
+	obj := func(typ int, size int, extra, content []byte) []byte {
+		var b bytes.Buffer
+		c := byte(typ<<4) | byte(size&0x0f)
+		size >>= 4
+		for size > 0 {
+			b.WriteByte(c | 0x80)
+			c, size = byte(size&0x7f), size>>7
+		}
+		b.WriteByte(c)
+		b.Write(extra)
+		z := zlib.NewWriter(&b)
+		z.Write(content)
+		z.Close()
+		return b.Bytes()
+	}
+	pack := func(objects ...[]byte) *bufio.Reader {
+		var b bytes.Buffer
+		b.WriteString("PACK")
+		binary.Write(&b, binary.BigEndian, uint32(2))
+		binary.Write(&b, binary.BigEndian, uint32(len(objects)))
+		for _, o := range objects {
+			b.Write(o)
+		}
+		b.Write(make([]byte, 20))
+		return bufio.NewReader(&b)
+	}
+	delta := func(src, target uint64) []byte {
+		d := binary.AppendUvarint(nil, src)
+		d = binary.AppendUvarint(d, target)
+		return append(d, 0x90, 0x10) // copy 16 bytes from offset 0
+	}
+	blob := bytes.Repeat([]byte("x"), 100)
+	for _, tc := range []struct {
+		name string
+		pack *bufio.Reader
+		want string
+	}{
+		{"small", pack(obj(packBlob, 100, nil, blob), obj(packOfsDelta, 4, []byte{0x05}, delta(100, 16))), ""},
+		{"blob over", pack(obj(packBlob, 100, nil, blob), obj(packBlob, 2000, nil, bytes.Repeat([]byte("y"), 2000))), "a blob of 2000 bytes"},
+		{"ofs delta over", pack(obj(packBlob, 100, nil, blob), obj(packOfsDelta, 5, []byte{0x05}, delta(100, 1<<40))), "a delta making an object of 1099511627776 bytes"},
+		{"ref delta over", pack(obj(packBlob, 100, nil, blob), obj(packRefDelta, 5, make([]byte, 20), delta(100, 5000))), "a delta making an object of 5000 bytes"},
+		{"unknown type", pack(obj(5, 1, nil, []byte("x"))), "unknown type 5"},
+	} {
+		err := inspectPack(tc.pack, 1000)
+		if (tc.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
+		}
 	}
 }

@@ -7,18 +7,23 @@ import (
 	"io"
 	"os"
 	"path"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/go-git/go-billy/v5/osfs"
 	"github.com/go-git/go-git/v5"
 	gitconfig "github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/cache"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/transport"
+	"github.com/go-git/go-git/v5/storage/filesystem"
+
+	"github.com/gilliam-sync/gilliam-sync/internal/fault"
+	"github.com/gilliam-sync/gilliam-sync/schema"
 )
 
 // Repo is one remote repository followed through a bare cache on disk. Fetches into the
@@ -31,6 +36,9 @@ type Repo struct {
 	credentials credentials
 	// remote lists and fetches with the URL above, whatever the cache's own config says.
 	remote *git.Remote
+
+	// limits bound what Export writes.
+	limits CheckoutLimits
 
 	mu  sync.RWMutex
 	git *git.Repository
@@ -46,9 +54,9 @@ func Open(rawURL, dir string, auth transport.AuthMethod) (*Repo, error) {
 }
 
 func open(rawURL, dir string, creds credentials) (*Repo, error) {
-	r := &Repo{URL: rawURL, dir: dir, credentials: creds,
+	r := &Repo{URL: rawURL, dir: dir, credentials: creds, limits: CheckoutLimits{}.withDefaults(),
 		remote: git.NewRemote(nil, &gitconfig.RemoteConfig{Name: "origin", URLs: []string{rawURL}})}
-	g, err := git.PlainOpen(dir)
+	g, err := openCache(dir)
 	switch {
 	case err == nil:
 		r.git = g
@@ -65,6 +73,24 @@ func open(rawURL, dir string, creds credentials) (*Repo, error) {
 	}
 }
 
+// streamAbove is the size above which the cache streams an object from disk instead of
+// reading it whole into memory (go-git reads every object whole by default): a blob over
+// it costs a few buffers to read, whatever its size.
+const streamAbove = 1 << 20
+
+// minFetchLimit is the smallest object size limit a fetch applies.
+const minFetchLimit = 1 << 20
+
+// openCache opens the bare cache in dir with the storage options Open and Init use.
+func openCache(dir string) (*git.Repository, error) {
+	return git.Open(cacheStorage(dir), nil)
+}
+
+func cacheStorage(dir string) *filesystem.Storage {
+	return filesystem.NewStorageWithOptions(osfs.New(dir), cache.NewObjectLRUDefault(),
+		filesystem.Options{LargeObjectThreshold: streamAbove})
+}
+
 func isEmptyDir(dir string) bool {
 	entries, err := os.ReadDir(dir)
 	return errors.Is(err, os.ErrNotExist) || (err == nil && len(entries) == 0)
@@ -75,7 +101,7 @@ func (r *Repo) create() error {
 	if err := os.MkdirAll(r.dir, 0o755); err != nil {
 		return fmt.Errorf("create cache of %s: %w", Sanitize(r.URL), err)
 	}
-	g, err := git.PlainInit(r.dir, true)
+	g, err := git.Init(cacheStorage(r.dir), nil)
 	if err == nil {
 		_, err = g.CreateRemote(&gitconfig.RemoteConfig{Name: "origin", URLs: []string{r.URL}})
 	}
@@ -142,9 +168,17 @@ func (r *Repo) fetch(ctx context.Context, refs []string) error {
 		specs[i] = gitconfig.RefSpec("+" + ref + ":" + ref)
 	}
 	// The remote is built on the cache's storage each time: the storage changes on re-clone.
-	remote := git.NewRemote(r.git.Storer, r.remote.Config())
+	// The pack goes through guardedStorage, which refuses objects over the size limit
+	// before go-git reads them whole (a limit set below 1 MiB applies to checkouts only:
+	// commits and trees of a real repository may be larger than a file limit that small).
+	st := r.git.Storer
+	if fs, ok := st.(*filesystem.Storage); ok {
+		st = guardedStorage{Storage: fs, limit: max(r.limits.MaxFileBytes, minFetchLimit)}
+	}
+	remote := git.NewRemote(st, r.remote.Config())
 	err = remote.FetchContext(ctx, &git.FetchOptions{RefSpecs: specs, Auth: auth, Force: true, Tags: git.NoTags})
 	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
+		cleanTempPacks(r.dir)
 		return scrub(fmt.Errorf("fetch %s from %s: %w", strings.Join(refs, ", "), Sanitize(r.URL), classify(err)), r.URL)
 	}
 	return nil
@@ -156,7 +190,7 @@ func (r *Repo) fetch(ctx context.Context, refs []string) error {
 // It costs no network. On success the fresh handle replaces the old one. Callers hold
 // r.mu.
 func (r *Repo) verify(deep func(ref string) bool) error {
-	g, err := git.PlainOpen(r.dir)
+	g, err := openCache(r.dir)
 	if err != nil {
 		return err
 	}
@@ -277,7 +311,7 @@ func (r *Repo) isAncestor(old, new string) (bool, error) {
 }
 
 // tree is the root tree of commit. Callers hold r.mu for reading. A failure marks the
-// cache suspect, for the next poll to check.
+// cache suspect, for the next poll to check, and wraps ErrCacheUnreadable.
 func (r *Repo) tree(commit string) (*object.Tree, error) {
 	c, err := r.git.CommitObject(plumbing.NewHash(commit))
 	if err == nil {
@@ -286,8 +320,7 @@ func (r *Repo) tree(commit string) (*object.Tree, error) {
 			return t, nil
 		}
 	}
-	r.suspect.Store(true)
-	return nil, fmt.Errorf("commit %s of %s: %w", short(commit), Sanitize(r.URL), err)
+	return nil, r.unreadable(fmt.Sprintf("commit %s of %s", short(commit), Sanitize(r.URL)), err)
 }
 
 // CommitTime is when commit was made (its committer date).
@@ -301,10 +334,18 @@ func (r *Repo) CommitTime(commit string) (time.Time, error) {
 	return c.Committer.When, nil
 }
 
-// ErrNotFound is returned for a path absent at a commit.
-var ErrNotFound = errors.New("not found")
+// ErrNotFound is returned for a path absent at a commit: stalled (internal/fault), since
+// reading the same commit again finds nothing either.
+var ErrNotFound = fault.Stall(errors.New("not found"))
+
+// ReadFileLimit is the largest file ReadFile returns: a gilliam.yml, whose own limit
+// (schema.MaxFileSize) it is.
+const ReadFileLimit = schema.MaxFileSize
 
 // ReadFile returns the content of the file at p (slash-separated, from the root) at commit.
+// A file over ReadFileLimit, or p naming a link or a folder, is a *TreeError (stalled:
+// the commit must change); the size is checked before any byte is read, and the read
+// itself is capped, so a huge blob costs nothing.
 func (r *Repo) ReadFile(commit, p string) ([]byte, error) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
@@ -312,19 +353,47 @@ func (r *Repo) ReadFile(commit, p string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	f, err := t.File(path.Clean(p))
-	if errors.Is(err, object.ErrFileNotFound) {
+	refuse := func(format string, args ...any) error {
+		return &TreeError{Repo: Sanitize(r.URL), Commit: commit, Path: p, Reason: fmt.Sprintf(format, args...)}
+	}
+	for _, name := range strings.Split(strings.TrimPrefix(path.Clean(p), "/"), "/") {
+		if err := checkName(name); err != nil {
+			return nil, refuse("%v", err)
+		}
+	}
+	where := fmt.Sprintf("%s at %s of %s", quotePath(p), short(commit), Sanitize(r.URL))
+	e, err := entry(t, p)
+	switch {
+	case errors.Is(err, ErrNotFound):
 		return nil, fmt.Errorf("%s at %s: %w", p, short(commit), ErrNotFound)
+	case errors.Is(err, object.ErrMalformedTree):
+		return nil, refuse("malformed tree: %v", err)
+	case err != nil:
+		return nil, r.unreadable(where, err)
+	case !e.Mode.IsFile() || e.Mode == filemode.Symlink:
+		return nil, refuse("not a file (mode %s)", e.Mode)
 	}
+	blob, err := r.git.BlobObject(e.Hash)
 	if err != nil {
-		return nil, fmt.Errorf("%s at %s: %w", p, short(commit), err)
+		return nil, r.unreadable(where, err)
 	}
-	rd, err := f.Reader()
+	if blob.Size > ReadFileLimit {
+		return nil, refuse("%d bytes, over the limit of %d", blob.Size, ReadFileLimit)
+	}
+	rd, err := blob.Reader()
 	if err != nil {
-		return nil, err
+		return nil, r.unreadable(where, err)
 	}
 	defer rd.Close()
-	return io.ReadAll(rd)
+	b, err := io.ReadAll(io.LimitReader(rd, ReadFileLimit+1))
+	if err != nil {
+		return nil, r.unreadable(where, err)
+	}
+	if int64(len(b)) != blob.Size {
+		return nil, r.unreadable(where,
+			fmt.Errorf("blob %s holds %d bytes, its header says %d", e.Hash, len(b), blob.Size))
+	}
+	return b, nil
 }
 
 // TreeHash is the git tree hash of the folder p at commit ("." is the root): it changes
@@ -337,8 +406,11 @@ func (r *Repo) TreeHash(commit, p string) (string, error) {
 		return "", err
 	}
 	e, err := entry(t, p)
-	if err != nil {
+	if errors.Is(err, ErrNotFound) {
 		return "", fmt.Errorf("%s at %s: %w", p, short(commit), err)
+	}
+	if err != nil {
+		return "", r.unreadable(fmt.Sprintf("%s at %s of %s", quotePath(p), short(commit), Sanitize(r.URL)), err)
 	}
 	if e.Mode != filemode.Dir {
 		return "", fmt.Errorf("%s at %s is not a folder", p, short(commit))
@@ -356,40 +428,6 @@ func entry(t *object.Tree, p string) (*object.TreeEntry, error) {
 		return nil, ErrNotFound
 	}
 	return e, err
-}
-
-// Export writes the files under folder p at commit into dir, with their executable bits and
-// symlinks, as a build's source.
-func (r *Repo) Export(commit, p, dir string) error {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	t, err := r.tree(commit)
-	if err != nil {
-		return err
-	}
-	if p = path.Clean(p); p != "." {
-		if t, err = t.Tree(p); err != nil {
-			return fmt.Errorf("%s at %s: %w", p, short(commit), ErrNotFound)
-		}
-	}
-	return t.Files().ForEach(func(f *object.File) error {
-		target := filepath.Join(dir, filepath.FromSlash(f.Name))
-		if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
-			return err
-		}
-		content, err := f.Contents()
-		if err != nil {
-			return err
-		}
-		switch f.Mode {
-		case filemode.Symlink:
-			return os.Symlink(content, target)
-		case filemode.Executable:
-			return os.WriteFile(target, []byte(content), 0o755)
-		default:
-			return os.WriteFile(target, []byte(content), 0o644)
-		}
-	})
 }
 
 func short(commit string) string {

@@ -109,12 +109,28 @@ func (w *Watcher) backoff() *backoff.ExponentialBackOff {
 }
 
 // hint records what a webhook said happened to pull request n, for the next poll to
-// confirm against the listing.
+// confirm against the listing. A hint older than the newest taken for n (by the pull
+// request's updated_at) is a replay and is dropped, as is one that cannot be ordered.
 func (w *Watcher) hint(n int, h hint) {
-	if w.spec.forge == "" || n <= 0 {
+	if w.spec.forge == "" || n <= 0 || h.at.IsZero() || h.head == "" {
 		return
 	}
 	w.mu.Lock()
-	w.hints[n] = h
+	defer w.mu.Unlock()
+	if h.at.Before(w.hintAt[n]) {
+		w.log.Debug("webhook about a pull request older than the last one: dropped", "pr", n)
+		return
+	}
+	w.hints[n], w.hintAt[n] = h, h.at
+}
+
+// origin records where pull request n's head comes from, from a signed webhook. A known
+// origin is not forgotten for an unknown one (a hook whose payload lacks it).
+func (w *Watcher) origin(n int, o Origin) {
+	if w.spec.forge == "" || n <= 0 || o == OriginUnknown {
+		return
+	}
+	w.mu.Lock()
+	w.origins[n] = o
 	w.mu.Unlock()
 }

@@ -40,6 +40,9 @@ type Event struct {
 	// PR is the pull (or merge) request's number for pr-* events on its ref; 0 for a
 	// branch preview (Ref names the branch) and for deployed refs.
 	PR int
+	// Origin is where the pull request's head comes from, when a signed webhook said
+	// (OriginUnknown otherwise: count it as a fork). Watcher.PreviewAllowed decides.
+	Origin Origin
 }
 
 // Preview reports whether the event is about a preview rather than a deployed ref.
@@ -70,15 +73,36 @@ type Watcher struct {
 	closed map[string]string
 	// hints are what webhooks said happened to pull requests, until a poll acts on them.
 	hints map[int]hint
+	// hintAt is the time (the pull request's updated_at) of the newest hint taken for
+	// each pull request: an older one, a replay, is dropped.
+	hintAt map[int]time.Time
+	// origins is where each pull request's head comes from, as signed webhooks said.
+	origins map[int]Origin
 	// polled is when the last poll succeeded; zero before the first.
 	polled time.Time
 }
 
-type hint int
+// hint is what a signed webhook said happened to a pull request. A poll acts on it only
+// if the listing shows the pull request's ref at the head commit the hook names, so a
+// hook cannot close (or reopen) anything the forge's refs do not agree with.
+type hint struct {
+	closed bool      // closed or merged; false: reopened
+	head   string    // the head commit the hook names
+	at     time.Time // the pull request's updated_at in the hook
+}
+
+// Origin is where a pull request's head comes from, as far as the watcher knows.
+type Origin string
 
 const (
-	hintClosed hint = iota + 1
-	hintReopened
+	// OriginUnknown: no signed webhook said. It counts as a fork.
+	OriginUnknown Origin = ""
+	// OriginSame: the head branch is in the watched repository itself, so whoever pushed
+	// it can push to the repository.
+	OriginSame Origin = "same-repository"
+	// OriginFork: the head branch is in another repository (a fork): anyone may have
+	// written it.
+	OriginFork Origin = "fork"
 )
 
 // spec says which refs a watcher follows and what they are for.
@@ -179,6 +203,7 @@ func Watch(cfg RepoConfig, dataDir string, log *slog.Logger) (*Watcher, error) {
 	if err != nil {
 		return nil, err
 	}
+	repo.limits = cfg.Checkout.withDefaults()
 	return newWatcher(repo, cfg, log), nil
 }
 
@@ -203,6 +228,7 @@ func newWatcher(repo *Repo, cfg RepoConfig, log *slog.Logger) *Watcher {
 		repo: repo, cfg: cfg, log: log.With("repo", Sanitize(repo.URL)),
 		trigger: make(chan struct{}, 1),
 		seen:    map[string]string{}, closed: map[string]string{}, hints: map[int]hint{},
+		hintAt: map[int]time.Time{}, origins: map[int]Origin{},
 	}
 	for _, b := range cfg.Branches {
 		w.spec.deploy = append(w.spec.deploy, fullName(b, "refs/heads/"))
@@ -312,6 +338,40 @@ func (w *Watcher) Classify(ref string) (RefKind, int, bool) {
 	return 0, 0, false
 }
 
+// Origin is where pull request n's head comes from, as the signed webhooks received so
+// far said; OriginUnknown when none did (after a restart, until the next hook about it).
+func (w *Watcher) Origin(n int) Origin {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.origins[n]
+}
+
+// PreviewAllowed says whether the watch list lets ref be deployed as a preview, and if
+// not, why (for the log and status). The watch list alone decides, never the commit's
+// own gilliam.yml: a branch matching previews.branches may; a pull request's head ref
+// may when previews.pull_requests is on and either previews.forks is on or a signed
+// webhook said its head is in the watched repository itself. A pull request whose origin
+// is unknown counts as a fork.
+func (w *Watcher) PreviewAllowed(ref string) (bool, string) {
+	kind, n, ok := w.Classify(ref)
+	switch {
+	case !ok || kind == RefDeployed:
+		return false, ref + " is not a preview ref of this repository's watch list"
+	case kind == RefBranchPreview:
+		return true, ""
+	}
+	if w.cfg.Previews != nil && w.cfg.Previews.Forks {
+		return true, ""
+	}
+	switch w.Origin(n) {
+	case OriginSame:
+		return true, ""
+	case OriginFork:
+		return false, fmt.Sprintf("pull request %d comes from a fork, and previews.forks is off", n)
+	}
+	return false, fmt.Sprintf("no signed webhook said where pull request %d comes from, so it counts as a fork, and previews.forks is off", n)
+}
+
 // Refs is the commit of every watched ref (deployed and previews) at the last poll.
 func (w *Watcher) Refs() map[string]string {
 	w.mu.Lock()
@@ -416,19 +476,22 @@ func (w *Watcher) plan(remote map[string]string, hints map[int]hint) []move {
 		old, now := w.seen[ref], remote[ref]
 		m := move{ref: ref, old: old, new: now, class: class, pr: pr}
 		if class == pullRequest {
-			h := hints[pr]
+			h, hinted := hints[pr]
+			// A hint counts only when the listing agrees: the ref is there, at the commit
+			// the hook names.
+			hinted = hinted && now != "" && h.head == now
 			if at, closed := w.closed[ref]; closed {
 				switch {
 				case now == "": // gone for good: forget it quietly, it was reported closed
 					m.quiet = true
 					moves = append(moves, m)
-				case now != at || h == hintReopened: // reopened, or pushed to since
+				case now != at || (hinted && !h.closed): // reopened, or pushed to since
 					m.old = ""
 					moves = append(moves, m)
 				}
 				continue
 			}
-			if h == hintClosed && now != "" {
+			if hinted && h.closed {
 				// Closed or merged, says the forge; its ref stays. If we never saw it
 				// open, remember it closed without an event.
 				m.new, m.closedAt, m.quiet = "", now, old == ""
@@ -513,6 +576,9 @@ func (w *Watcher) resolveMoves(moves []move) error {
 // event names a move.
 func (w *Watcher) event(m *move) (Event, error) {
 	e := Event{Repo: Sanitize(w.repo.URL), Ref: m.ref, Old: m.old, New: m.new, PR: m.pr}
+	if m.pr > 0 {
+		e.Origin = w.Origin(m.pr)
+	}
 	if m.class == deployed {
 		switch {
 		case m.new == "":

@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"time"
 )
 
 // DefaultWebhookLimit is the largest webhook body accepted by default. Forges trim push
@@ -29,10 +30,11 @@ const rememberedDeliveries = 4096
 // deployed is what the poll finds. It answers at once (202); the poll runs in the
 // watcher's Run, and hooks that arrive while one is pending coalesce into it.
 //
-// Answers: 405 for anything but POST, 404 for an unknown forge path or a repository not
-// watched with a webhook secret for that forge, 413 for a body over Limit, 400 for a body
-// that is not a hook, 401 for a missing or wrong signature and for a delivery id seen
-// before with a different body.
+// Answers: 405 for anything but POST, 404 for an unknown forge path, 413 for a body over
+// Limit, 400 for a body that is not a hook, 401 for a missing or wrong signature, for a
+// repository not watched with a webhook for that forge (the same status and body: the
+// receiver does not tell who is watched), and for a delivery id seen before with a
+// different body.
 type Webhooks struct {
 	// Limit is the largest body accepted, in bytes; 0 means DefaultWebhookLimit.
 	Limit int64
@@ -81,14 +83,35 @@ type hook struct {
 		GitSSHURL  string `json:"git_ssh_url"`
 		WebURL     string `json:"web_url"`
 	} `json:"project"`
-	Action string `json:"action"` // GitHub, Gitea
-	Number int    `json:"number"`
+	Action      string `json:"action"` // GitHub, Gitea
+	Number      int    `json:"number"`
+	PullRequest struct {
+		UpdatedAt string `json:"updated_at"`
+		Head      struct {
+			SHA  string    `json:"sha"`
+			Repo *hookRepo `json:"repo"` // null when the fork was deleted
+		} `json:"head"`
+		Base struct {
+			Repo *hookRepo `json:"repo"`
+		} `json:"base"`
+	} `json:"pull_request"`
 	// GitLab merge requests.
 	ObjectKind       string `json:"object_kind"`
 	ObjectAttributes struct {
-		IID    int    `json:"iid"`
-		Action string `json:"action"`
+		IID             int    `json:"iid"`
+		Action          string `json:"action"`
+		SourceProjectID int64  `json:"source_project_id"`
+		TargetProjectID int64  `json:"target_project_id"`
+		UpdatedAt       string `json:"updated_at"`
+		LastCommit      struct {
+			ID string `json:"id"`
+		} `json:"last_commit"`
 	} `json:"object_attributes"`
+}
+
+type hookRepo struct {
+	ID       int64  `json:"id"`
+	FullName string `json:"full_name"`
 }
 
 func (p *hook) urls() []string {
@@ -97,31 +120,65 @@ func (p *hook) urls() []string {
 		p.Project.GitHTTPURL, p.Project.GitSSHURL, p.Project.WebURL}
 }
 
-// pullRequest is the pull request the hook says closed (or reopened), if it says so.
-func (p *hook) pullRequest(forge Forge, event string) (int, hint) {
+// pullRequest is the pull request a pull-request hook is about (0 for other hooks), where
+// its head comes from, and, when the hook says it closed, merged or reopened, that hint.
+func (p *hook) pullRequest(forge Forge, event string) (n int, origin Origin, h *hint) {
+	var action, head, updated string
 	switch forge {
 	case GitHub, Gitea:
 		if event != "pull_request" {
-			return 0, 0
+			return 0, OriginUnknown, nil
+		}
+		pr := p.PullRequest
+		n, head, updated = p.Number, pr.Head.SHA, pr.UpdatedAt
+		switch hr, br := pr.Head.Repo, pr.Base.Repo; {
+		case hr == nil || br == nil: // the head's repository was deleted: unknown
+		case hr.ID != 0 && br.ID != 0:
+			origin = map[bool]Origin{true: OriginSame, false: OriginFork}[hr.ID == br.ID]
+		case hr.FullName != "" && br.FullName != "":
+			origin = map[bool]Origin{true: OriginSame, false: OriginFork}[strings.EqualFold(hr.FullName, br.FullName)]
 		}
 		switch p.Action {
 		case "closed":
-			return p.Number, hintClosed
+			action = "close"
 		case "reopened":
-			return p.Number, hintReopened
+			action = "reopen"
 		}
 	case GitLab:
 		if p.ObjectKind != "merge_request" {
-			return 0, 0
+			return 0, OriginUnknown, nil
 		}
-		switch p.ObjectAttributes.Action {
+		a := p.ObjectAttributes
+		n, head, updated = a.IID, a.LastCommit.ID, a.UpdatedAt
+		switch {
+		case a.SourceProjectID == 0 || a.TargetProjectID == 0:
+		case a.SourceProjectID != a.TargetProjectID:
+			origin = OriginFork
+		default:
+			origin = OriginSame
+		}
+		switch a.Action {
 		case "close", "merge":
-			return p.ObjectAttributes.IID, hintClosed
+			action = "close"
 		case "reopen":
-			return p.ObjectAttributes.IID, hintReopened
+			action = "reopen"
 		}
 	}
-	return 0, 0
+	if action != "" {
+		h = &hint{closed: action == "close", head: head, at: hookTime(updated)}
+	}
+	return n, origin, h
+}
+
+// hookTime parses a payload's updated_at: RFC 3339 (GitHub, Gitea, recent GitLab) or
+// GitLab's "2006-01-02 15:04:05 UTC". Zero when it is neither.
+func hookTime(s string) time.Time {
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02 15:04:05 MST", "2006-01-02 15:04:05 -0700"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t
+		}
+	}
+	return time.Time{}
 }
 
 func (h *Webhooks) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
@@ -158,22 +215,26 @@ func (h *Webhooks) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	}
 	candidates := h.find(p.urls(), forge)
 	if len(candidates) == 0 {
+		// The same answer as a wrong signature, after the same work: whoever sends hooks
+		// without the secret learns nothing of what is watched.
 		h.log.Debug("webhook for a repository not watched", "forge", forge)
-		http.Error(rw, "repository not watched with a "+string(forge)+" webhook", http.StatusNotFound)
+		signed(forge, r.Header, body, unknownSecret)
+		http.Error(rw, refusedAnswer, http.StatusUnauthorized)
 		return
 	}
 	var matched []*Watcher
 	for _, w := range candidates {
-		if ok, err := signed(forge, r.Header, body, w.cfg.Webhook); err != nil {
+		secret, err := readSecret("webhook secret", w.cfg.Webhook.SecretFile, w.cfg.Webhook.SecretEnv)
+		if err != nil {
 			h.refused(w, err.Error())
-		} else if ok {
+		} else if signed(forge, r.Header, body, secret) {
 			matched = append(matched, w)
 		} else {
 			h.refused(w, "missing or wrong signature")
 		}
 	}
 	if len(matched) == 0 {
-		http.Error(rw, "missing or wrong signature", http.StatusUnauthorized)
+		http.Error(rw, refusedAnswer, http.StatusUnauthorized)
 		return
 	}
 	if !h.firstDelivery(forge, r.Header, body) {
@@ -184,11 +245,12 @@ func (h *Webhooks) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		return
 	}
 	event := r.Header.Get(map[Forge]string{GitHub: "X-GitHub-Event", GitLab: "X-Gitlab-Event", Gitea: "X-Gitea-Event"}[forge])
-	n, hint := p.pullRequest(forge, event)
+	n, origin, hint := p.pullRequest(forge, event)
 	for _, w := range matched {
 		h.accepted(w)
-		if n > 0 {
-			w.hint(n, hint)
+		w.origin(n, origin)
+		if hint != nil {
+			w.hint(n, *hint)
 		}
 		w.Trigger()
 	}
@@ -226,33 +288,34 @@ func (h *Webhooks) find(urls []string, forge Forge) []*Watcher {
 	return nil
 }
 
+// refusedAnswer is the body of a 401, for a wrong signature and an unknown repository alike.
+const refusedAnswer = "missing or wrong signature"
+
+// unknownSecret signs nothing: checking a hook for an unknown repository against it costs
+// what checking a real one does.
+const unknownSecret = "no repository is watched with this secret"
+
 // signed checks a hook's signature with the secret of one repository, in constant time.
 // GitHub and Gitea sign the raw body with HMAC-SHA256; GitLab sends the secret itself.
-func signed(forge Forge, header http.Header, body []byte, wh *Webhook) (bool, error) {
-	secret, err := readSecret("webhook secret", wh.SecretFile, wh.SecretEnv)
-	if err != nil {
-		return false, err
-	}
+func signed(forge Forge, header http.Header, body []byte, secret string) bool {
 	var sig string
 	switch forge {
 	case GitHub:
 		var ok bool
 		if sig, ok = strings.CutPrefix(header.Get("X-Hub-Signature-256"), "sha256="); !ok {
-			return false, nil
+			sig = ""
 		}
 	case Gitea:
 		sig = header.Get("X-Gitea-Signature")
 	case GitLab:
 		token := header.Get("X-Gitlab-Token")
-		return token != "" && subtle.ConstantTimeCompare([]byte(token), []byte(secret)) == 1, nil
-	}
-	got, err := hex.DecodeString(sig)
-	if err != nil || len(got) != sha256.Size {
-		return false, nil
+		return token != "" && subtle.ConstantTimeCompare([]byte(token), []byte(secret)) == 1
 	}
 	mac := hmac.New(sha256.New, []byte(secret))
 	mac.Write(body)
-	return hmac.Equal(got, mac.Sum(nil)), nil
+	want := mac.Sum(nil)
+	got, err := hex.DecodeString(sig)
+	return err == nil && hmac.Equal(got, want)
 }
 
 // firstDelivery remembers a verified hook's delivery id and reports false when the same

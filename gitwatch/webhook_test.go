@@ -8,7 +8,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -42,20 +44,40 @@ func (f forgeHook) push(cloneURL string) []byte {
 	return b
 }
 
-// pr is a pull-request hook: action is opened, closed (merged or not) or reopened.
-func (f forgeHook) pr(cloneURL string, n int, action string, merged bool) []byte {
+// prHook is what a pull-request hook says.
+type prHook struct {
+	n      int
+	action string // opened, synchronize (pushed to), closed (merged or not) or reopened
+	merged bool
+	head   string    // the head commit
+	at     time.Time // the pull request's updated_at
+	fork   bool      // the head is in another repository
+}
+
+// pr is a pull-request hook's payload, shaped as the forge sends it.
+func (f forgeHook) pr(cloneURL string, h prHook) []byte {
 	var p map[string]any
 	switch f.forge {
 	case gitwatch.GitLab:
-		a := map[string]string{"opened": "open", "closed": "close", "reopened": "reopen"}[action]
-		if merged {
+		a := map[string]string{"opened": "open", "synchronize": "update", "closed": "close", "reopened": "reopen"}[h.action]
+		if h.merged {
 			a = "merge"
 		}
+		source := 42
+		if h.fork {
+			source = 77
+		}
 		p = map[string]any{"object_kind": "merge_request", "project": map[string]any{"git_http_url": cloneURL},
-			"object_attributes": map[string]any{"iid": n, "action": a}}
+			"object_attributes": map[string]any{"iid": h.n, "action": a, "source_project_id": source, "target_project_id": 42,
+				"updated_at": h.at.UTC().Format("2006-01-02 15:04:05 UTC"), "last_commit": map[string]any{"id": h.head}}}
 	default:
-		p = map[string]any{"action": action, "number": n, "repository": map[string]any{"clone_url": cloneURL},
-			"pull_request": map[string]any{"number": n, "merged": merged}}
+		head := map[string]any{"id": 1, "full_name": "acme/app"}
+		if h.fork {
+			head = map[string]any{"id": 2, "full_name": "mallory/app"}
+		}
+		p = map[string]any{"action": h.action, "number": h.n, "repository": map[string]any{"clone_url": cloneURL},
+			"pull_request": map[string]any{"number": h.n, "merged": h.merged, "updated_at": h.at.UTC().Format(time.RFC3339),
+				"head": map[string]any{"sha": h.head, "repo": head}, "base": map[string]any{"repo": map[string]any{"id": 1, "full_name": "acme/app"}}}}
 	}
 	b, _ := json.Marshal(p)
 	return b
@@ -197,7 +219,7 @@ func TestWebhooks(t *testing.T) {
 				{"wrong secret", body, wrong.headers(body, "push"), http.StatusUnauthorized},
 				{"replayed with an altered body", altered, valid, http.StatusUnauthorized},
 				{"oversize", oversize, h.f.headers(oversize, "push"), http.StatusRequestEntityTooLarge},
-				{"unknown repository", other, h.f.headers(other, "push"), http.StatusNotFound},
+				{"unknown repository", other, h.f.headers(other, "push"), http.StatusUnauthorized},
 				{"not JSON", []byte("{"), h.f.headers([]byte("{"), "push"), http.StatusBadRequest},
 			} {
 				if code := send(t, h.hooks.URL, forge, tc.body, tc.h); code != tc.want {
@@ -206,8 +228,8 @@ func TestWebhooks(t *testing.T) {
 			}
 			for _, other := range forges {
 				if other != forge {
-					if code := send(t, h.hooks.URL, other, body, forgeHook{forge: other, secret: h.f.secret}.headers(body, "push")); code != http.StatusNotFound {
-						t.Errorf("a %s hook for a %s repository: %d, want 404", other, forge, code)
+					if code := send(t, h.hooks.URL, other, body, forgeHook{forge: other, secret: h.f.secret}.headers(body, "push")); code != http.StatusUnauthorized {
+						t.Errorf("a %s hook for a %s repository: %d, want 401", other, forge, code)
 					}
 				}
 			}
@@ -326,11 +348,13 @@ func TestWebhookPullRequestHints(t *testing.T) {
 			head := h.repo.CommitOn("feature", map[string]string{"f": "1"}, "feature")
 			h.repo.PushRef(ref, head)
 			ev := func(kind gitwatch.Kind, old, new string) gitwatch.Event {
-				return gitwatch.Event{Repo: h.repo.URL, Ref: ref, Old: old, New: new, Kind: kind, PR: 5}
+				return gitwatch.Event{Repo: h.repo.URL, Ref: ref, Old: old, New: new, Kind: kind, PR: 5, Origin: h.w.Origin(5)}
 			}
-			hook := func(n int, action string, merged bool) {
+			clock := time.Now()
+			hook := func(n int, action string, merged bool, head string) {
 				t.Helper()
-				body := h.f.pr(h.repo.URL, n, action, merged)
+				clock = clock.Add(time.Second)
+				body := h.f.pr(h.repo.URL, prHook{n: n, action: action, merged: merged, head: head, at: clock})
 				if code := send(t, h.hooks.URL, forge, body, h.f.headers(body, "pr")); code != http.StatusAccepted {
 					t.Fatalf("%s hook: %d", action, code)
 				}
@@ -338,18 +362,20 @@ func TestWebhookPullRequestHints(t *testing.T) {
 			wantEvents(t, "first poll", poll(t, h.w),
 				gitwatch.Event{Repo: h.repo.URL, Ref: "refs/heads/main", New: base, Kind: gitwatch.KindPush}, ev(gitwatch.KindPROpened, "", head))
 
-			hook(99, "opened", false) // not in the listing: nothing opens
-			hook(98, "closed", false) // never seen: nothing closes
+			hook(99, "opened", false, head) // not in the listing: nothing opens
+			hook(98, "closed", false, head) // never seen: nothing closes
 			wantEvents(t, "hints about pull requests the listing does not show", poll(t, h.w))
 
-			hook(5, "closed", forge != gitwatch.Gitea) // merged on GitHub and GitLab, closed on Gitea
+			hook(5, "closed", false, base) // a head the listing does not show: nothing closes
+			wantEvents(t, "close of another head", poll(t, h.w))
+			hook(5, "closed", forge != gitwatch.Gitea, head) // merged on GitHub and GitLab, closed on Gitea
 			wantEvents(t, "closed by hook, ref kept", poll(t, h.w), ev(gitwatch.KindPRClosed, head, ""))
 			wantEvents(t, "still closed", poll(t, h.w))
 
-			hook(5, "reopened", false)
+			hook(5, "reopened", false, head)
 			wantEvents(t, "reopened", poll(t, h.w), ev(gitwatch.KindPROpened, "", head))
 
-			hook(5, "closed", false)
+			hook(5, "closed", false, head)
 			wantEvents(t, "closed again", poll(t, h.w), ev(gitwatch.KindPRClosed, head, ""))
 			// Pushed to after closing: the forge reopened it.
 			more := h.repo.CommitOn("feature", map[string]string{"f": "2"}, "more")
@@ -358,7 +384,7 @@ func TestWebhookPullRequestHints(t *testing.T) {
 
 			// A hint waits for a poll that succeeds: with the repository unreachable, no
 			// pr-closed; once it is back, the close is confirmed.
-			hook(5, "closed", false)
+			hook(5, "closed", false, more)
 			hidden := h.repo.Bare + ".away"
 			if err := os.Rename(h.repo.Bare, hidden); err != nil {
 				t.Fatal(err)
@@ -413,5 +439,106 @@ func TestWebhookAnswersWhilePollHangs(t *testing.T) {
 		if code := send(t, srv.URL, gitwatch.Gitea, body, f.headers(body, "push")); code != http.StatusAccepted {
 			t.Fatalf("hook %d while the poll hangs: %d", i, code)
 		}
+	}
+}
+
+// A captured close hook replayed after the pull request was reopened closes nothing: the
+// reopen was newer. Neither does a close naming a head the listing does not show, nor a
+// hook whose time cannot be read.
+func TestWebhookPullRequestReplay(t *testing.T) {
+	for _, forge := range forges {
+		t.Run(string(forge), func(t *testing.T) {
+			h := newHookedRepo(t, forge, "replay", true)
+			h.repo.Commit(map[string]string{"a": "1"}, "base")
+			ref := "refs/pull/3/head"
+			if forge == gitwatch.GitLab {
+				ref = "refs/merge-requests/3/head"
+			}
+			head := h.repo.CommitOn("feature", map[string]string{"f": "1"}, "feature")
+			h.repo.PushRef(ref, head)
+			poll(t, h.w)
+			send1 := func(body []byte, hdr http.Header) {
+				t.Helper()
+				if code := send(t, h.hooks.URL, forge, body, hdr); code != http.StatusAccepted {
+					t.Fatalf("hook: %d", code)
+				}
+			}
+			t0 := time.Now()
+			closeBody := h.f.pr(h.repo.URL, prHook{n: 3, action: "closed", head: head, at: t0})
+			closeHdr := h.f.headers(closeBody, "pr")
+			send1(closeBody, closeHdr)
+			wantEvents(t, "closed", poll(t, h.w), gitwatch.Event{Repo: h.repo.URL, Ref: ref, Old: head, Kind: gitwatch.KindPRClosed, PR: 3, Origin: gitwatch.OriginSame})
+			reopen := h.f.pr(h.repo.URL, prHook{n: 3, action: "reopened", head: head, at: t0.Add(time.Minute)})
+			send1(reopen, h.f.headers(reopen, "pr"))
+			wantEvents(t, "reopened", poll(t, h.w), gitwatch.Event{Repo: h.repo.URL, Ref: ref, New: head, Kind: gitwatch.KindPROpened, PR: 3, Origin: gitwatch.OriginSame})
+
+			send1(closeBody, closeHdr)              // the same delivery again
+			send1(closeBody, withFreshID(closeHdr)) // or under a new delivery id
+			wantEvents(t, "replayed close", poll(t, h.w))
+			undated := bytes.ReplaceAll(closeBody, []byte(t0.UTC().Format(time.RFC3339)), []byte("yesterday"))
+			undated = bytes.ReplaceAll(undated, []byte(t0.UTC().Format("2006-01-02 15:04:05 UTC")), []byte("yesterday"))
+			send1(undated, h.f.headers(undated, "pr"))
+			wantEvents(t, "close without a readable time", poll(t, h.w))
+		})
+	}
+}
+
+// Previews are the watch list's decision: a pull request gets one when its head is in the
+// repository itself (as a signed hook said), or when forks are allowed; a fork, or a pull
+// request no hook told about, does not.
+func TestPreviewPolicy(t *testing.T) {
+	for _, forge := range forges {
+		t.Run(string(forge), func(t *testing.T) {
+			h := newHookedRepo(t, forge, "policy", true)
+			h.repo.Commit(map[string]string{"a": "1"}, "base")
+			prRef := func(n int) string {
+				if forge == gitwatch.GitLab {
+					return fmt.Sprintf("refs/merge-requests/%d/head", n)
+				}
+				return fmt.Sprintf("refs/pull/%d/head", n)
+			}
+			head := h.repo.CommitOn("feature", map[string]string{"f": "1"}, "feature")
+			for n := 1; n <= 3; n++ {
+				h.repo.PushRef(prRef(n), head)
+			}
+			for n, fork := range map[int]bool{1: false, 2: true} {
+				body := h.f.pr(h.repo.URL, prHook{n: n, action: "opened", head: head, at: time.Now(), fork: fork})
+				if code := send(t, h.hooks.URL, forge, body, h.f.headers(body, "pr")); code != http.StatusAccepted {
+					t.Fatalf("hook: %d", code)
+				}
+			}
+			origins := map[string]gitwatch.Origin{}
+			for _, e := range poll(t, h.w) {
+				origins[e.Ref] = e.Origin
+			}
+			want := map[string]gitwatch.Origin{"refs/heads/main": "", prRef(1): gitwatch.OriginSame, prRef(2): gitwatch.OriginFork, prRef(3): gitwatch.OriginUnknown}
+			if !maps.Equal(origins, want) {
+				t.Fatalf("origins in events: %v, want %v", origins, want)
+			}
+			for ref, allowed := range map[string]bool{prRef(1): true, prRef(2): false, prRef(3): false, "refs/heads/main": false} {
+				ok, why := h.w.PreviewAllowed(ref)
+				if ok != allowed || (!ok && why == "") {
+					t.Errorf("PreviewAllowed(%s) = %v %q, want %v", ref, ok, why, allowed)
+				}
+				t.Logf("%s: %v %s", ref, ok, why)
+			}
+			// With previews.forks, every pull request may.
+			cfg := h.w.Config()
+			cfg.Previews.Forks = true
+			w := watch(t, cfg, nil)
+			if ok, why := w.PreviewAllowed(prRef(3)); !ok {
+				t.Errorf("with forks on: %s", why)
+			}
+		})
+	}
+	// Branch previews are the operator's patterns, allowed as listed.
+	s := testenv.NewGitServer(t)
+	r := s.NewRepo(t, "branches")
+	w := watch(t, gitwatch.RepoConfig{URL: r.URL, Previews: &gitwatch.Previews{Branches: []string{"feature/*"}}}, nil)
+	if ok, why := w.PreviewAllowed("refs/heads/feature/x"); !ok {
+		t.Errorf("branch preview: %s", why)
+	}
+	if ok, _ := w.PreviewAllowed("refs/heads/other"); ok {
+		t.Error("a branch not listed may be previewed")
 	}
 }

@@ -120,8 +120,8 @@ func BenchmarkConverge50(b *testing.B) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				cfg, hc := containerSpec(directHost, "127.0.0.1", inst, rel)
-				c, err := docker.Client.ContainerCreate(ctx, cfg, hc, nil, nil, ContainerName(directHost, inst.ID))
+				cfg, hc := containerSpec(directHost, "127.0.0.1", inst, rel, privileges{})
+				c, err := docker.Client.ContainerCreate(ctx, cfg, hc, nil, nil, state.ContainerName(directHost, inst.ID))
 				if err == nil {
 					err = docker.Client.ContainerStart(ctx, c.ID, container.StartOptions{})
 				}
@@ -149,7 +149,7 @@ func BenchmarkConverge50(b *testing.B) {
 		until("50 passing instances started directly", func() bool { return passing(directHost) == n })
 		took := time.Since(start)
 		for _, inst := range insts {
-			if err := consul.Client.Agent().ServiceDeregister(RegistrationID(directHost, inst.ID)); err != nil {
+			if err := consul.Client.Agent().ServiceDeregister(state.RegistrationID(directHost, inst.ID)); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -28,12 +28,36 @@ const (
 	LabelService   = "io.gilliam.service"
 )
 
-// ContainerName is the Docker name of an instance's container on a host.
-func ContainerName(host, instanceID string) string { return "gilliam-" + host + "-" + instanceID }
+// DefaultPidsLimit is how many processes an instance's container may have at most, unless
+// the host daemon is told otherwise (Config.PidsLimit).
+const DefaultPidsLimit = 512
+
+// NobodyUser is who an instance runs as when its image names no user: never root by
+// default. Buildpack images name their own (cnb, 1000:1000).
+const NobodyUser = "65534:65534"
+
+// privileges is what shapes an instance's container besides its release: the user its
+// image names ("" for none, which would be root) and the host's pids limit.
+type privileges struct {
+	ImageUser string
+	PidsLimit int64
+}
+
+// capabilities are the Linux capabilities an instance keeps: none, except NET_BIND_SERVICE
+// for a service with a port below 1024. Everything else Docker grants by default
+// (NET_RAW, CHOWN, SETUID, ...) is dropped.
+func capabilities(rel *state.Release) []string {
+	for _, p := range rel.Ports {
+		if p.Port < 1024 {
+			return []string{"NET_BIND_SERVICE"}
+		}
+	}
+	return nil
+}
 
 // containerSpec is what an instance's container is created from: pure, so the same
-// instance and release always give the same container.
-func containerSpec(host, advertise string, inst state.Instance, rel *state.Release) (*container.Config, *container.HostConfig) {
+// instance, release and image always give the same container.
+func containerSpec(host, advertise string, inst state.Instance, rel *state.Release, priv privileges) (*container.Config, *container.HostConfig) {
 	env := map[string]string{}
 	for k, v := range rel.Env {
 		env[k] = v
@@ -70,8 +94,17 @@ func containerSpec(host, advertise string, inst state.Instance, rel *state.Relea
 	if shares > 0 && shares < 2 {
 		shares = 2 // the engine's minimum
 	}
+	user := ""
+	if priv.ImageUser == "" {
+		user = NobodyUser
+	}
+	pids := priv.PidsLimit
+	if pids <= 0 {
+		pids = DefaultPidsLimit
+	}
 	cfg := &container.Config{
 		Image:        rel.Image,
+		User:         user, // empty: the image's own
 		Env:          envList,
 		Entrypoint:   rel.Entrypoint,
 		Cmd:          rel.Command,
@@ -89,13 +122,24 @@ func containerSpec(host, advertise string, inst state.Instance, rel *state.Relea
 		PortBindings: bindings,
 		// Restarts are the host daemon's, with its own backoff: the engine never restarts.
 		RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyDisabled},
-		// CPU is a relative weight (1024 shares per core), not a cap: an instance may use idle
-		// cores. Memory is a hard limit.
+		// CPU is a weight (1024 shares per core) under contention and a cap (NanoCPUs) always;
+		// memory and the number of processes are hard limits.
 		Resources: container.Resources{
 			CPUShares: shares,
+			NanoCPUs:  rel.Resources.CPU * 1e6,
 			Memory:    rel.Resources.Memory,
+			PidsLimit: &pids,
 		},
-		LogConfig: container.LogConfig{Type: "json-file", Config: map[string]string{"max-size": "10m", "max-file": "3"}},
+		// Least privilege: no capability but what a low port needs, no gaining privileges
+		// through setuid binaries, and a read-only root filesystem when the release asks.
+		CapDrop:        []string{"ALL"},
+		CapAdd:         capabilities(rel),
+		SecurityOpt:    []string{"no-new-privileges:true"},
+		ReadonlyRootfs: rel.ReadOnly,
+		LogConfig:      container.LogConfig{Type: "json-file", Config: map[string]string{"max-size": "10m", "max-file": "3"}},
+	}
+	if rel.ReadOnly {
+		hc.Tmpfs = map[string]string{"/tmp": "rw,noexec,nosuid,size=64m"}
 	}
 	return cfg, hc
 }

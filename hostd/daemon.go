@@ -32,6 +32,7 @@ type Docker interface {
 	ContainerLogs(ctx context.Context, containerID string, options container.LogsOptions) (io.ReadCloser, error)
 	ImageInspect(ctx context.Context, imageID string, inspectOpts ...client.ImageInspectOption) (image.InspectResponse, error)
 	ImagePull(ctx context.Context, refStr string, options image.PullOptions) (io.ReadCloser, error)
+	ImageRemove(ctx context.Context, imageID string, options image.RemoveOptions) ([]image.DeleteResponse, error)
 	Events(ctx context.Context, options events.ListOptions) (<-chan events.Message, <-chan error)
 	NegotiateAPIVersion(ctx context.Context)
 }
@@ -59,6 +60,11 @@ type Config struct {
 	DeregisterAfter time.Duration
 	// StopTimeout is how long an instance has between SIGTERM and SIGKILL (10s).
 	StopTimeout time.Duration
+	// DrainDelay is how long a running instance keeps running after it left the catalog
+	// and before its SIGTERM (1s): routers and discovery follow the catalog within a few
+	// tens of milliseconds, so requests sent just before stop arriving, and an app that
+	// does not finish its requests on SIGTERM loses none. Negative: no delay.
+	DrainDelay time.Duration
 	// Resync is how often a converge pass runs without any event (5s): it is also how
 	// soon registrations the agent lost are made again.
 	Resync time.Duration
@@ -85,6 +91,17 @@ type Config struct {
 	StatusRefresh  time.Duration
 	// Parallel is how many containers are created, started or stopped at once (8).
 	Parallel int
+	// RegistryAuth holds the credentials images are pulled with, by registry host (see
+	// LoadRegistryAuth); a registry not in it is pulled from anonymously.
+	RegistryAuth map[string]RegistryCredential
+	// UnhealthyAfter is how long an instance's check may stay critical, once its grace is
+	// over, before the instance is restarted (DefaultUnhealthyAfter).
+	UnhealthyAfter time.Duration
+	// ImageGCGrace is how long an image this daemon pulled stays once no assignment names
+	// it (DefaultImageGCGrace).
+	ImageGCGrace time.Duration
+	// PidsLimit is the most processes an instance's container may have (DefaultPidsLimit).
+	PidsLimit int64
 }
 
 func (c *Config) setDefaults() {
@@ -96,6 +113,7 @@ func (c *Config) setDefaults() {
 	def(&c.HostTTL, 5*time.Second)
 	def(&c.DeregisterAfter, time.Minute)
 	def(&c.StopTimeout, 10*time.Second)
+	def(&c.DrainDelay, time.Second)
 	def(&c.Resync, 5*time.Second)
 	def(&c.OrphanGrace, time.Minute)
 	def(&c.StableAfter, time.Minute)
@@ -111,10 +129,21 @@ func (c *Config) setDefaults() {
 	if c.Parallel <= 0 {
 		c.Parallel = 8
 	}
+	def(&c.UnhealthyAfter, DefaultUnhealthyAfter)
+	def(&c.ImageGCGrace, DefaultImageGCGrace)
+	if c.PidsLimit <= 0 {
+		c.PidsLimit = DefaultPidsLimit
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 }
+
+// Defaults of Config.
+const (
+	DefaultUnhealthyAfter = 30 * time.Second
+	DefaultImageGCGrace   = time.Hour
+)
 
 // Daemon converges the containers of one host to its assignment.
 type Daemon struct {
@@ -142,6 +171,10 @@ type Daemon struct {
 	strayAt    map[string]time.Time
 	status     statusWriter
 	converged  bool
+	// pulledImages are the images this daemon pulled (persisted), the only ones it removes;
+	// imagesRemoved the last it removed, for status.
+	pulledImages  map[string]*pulledImage
+	imagesRemoved []state.RemovedImage
 }
 
 // New returns a host daemon; Run starts it. It reads the persisted assignment, so that
@@ -164,7 +197,16 @@ func New(cfg Config, store *state.Store, docker Docker) (*Daemon, error) {
 		history:    map[string]history{},
 		strayAt:    map[string]time.Time{},
 	}
-	d.pulls = newPuller(docker, cfg.PullBackoff, d.log, d.poke)
+	d.pulls = newPuller(docker, cfg.RegistryAuth, cfg.PullBackoff, d.log, d.poke)
+	d.pulls.pulled = d.notePulled
+	var err error
+	if d.pulledImages, err = d.disk.loadPulled(); err != nil {
+		d.log.Warn("record of pulled images unreadable: none will be removed until pulled again", "err", err)
+	}
+	now := time.Now()
+	for _, im := range d.pulledImages {
+		im.lastNamed = now // a restart starts every image's clock again
+	}
 	a, err := d.disk.loadAssignment()
 	if err != nil {
 		d.log.Warn("persisted assignment unreadable; waiting for Consul", "err", err)

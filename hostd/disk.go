@@ -23,6 +23,22 @@ func (k disk) releasePath(id string) string {
 	return filepath.Join(k.dir, "releases", id+".json")
 }
 
+func (k disk) pulledPath() string { return filepath.Join(k.dir, "images.json") }
+
+// savePulled records the images the daemon pulled, which it alone may remove.
+func (k disk) savePulled(images map[string]*pulledImage) error {
+	return k.write(k.pulledPath(), images)
+}
+
+// loadPulled returns the recorded pulls; empty when there are none.
+func (k disk) loadPulled() (map[string]*pulledImage, error) {
+	images := map[string]*pulledImage{}
+	if _, err := k.read(k.pulledPath(), &images); err != nil {
+		return map[string]*pulledImage{}, err
+	}
+	return images, nil
+}
+
 func (k disk) saveAssignment(a *state.Assignment) error {
 	return k.write(k.assignmentPath(), a)
 }

@@ -6,7 +6,10 @@
 // Where to read: Daemon.Run starts the loops (daemon.go); watch.go follows the assignment
 // with blocking queries; a converge pass (reconcile.go) observes containers and the
 // agent, decides what to do with the pure function decide (plan.go), then applies it;
-// pull.go pulls each image once; register.go and status.go are what Consul is told.
+// pull.go pulls each image once (with the registry credentials it is given) and
+// imagegc.go removes those no assignment names any more; container.go is the container an
+// instance gets, least privilege by default; register.go and status.go are what Consul is
+// told.
 //
 // It may import the Docker client, the Consul API and state. It must not import sync, build
 // or gitwatch (make check enforces this): a host knows its assignment, not how it was made.

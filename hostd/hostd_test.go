@@ -355,7 +355,7 @@ func TestConvergeStartsRegistersAndReplaces(t *testing.T) {
 		checks[c.CheckID] = c
 	}
 	for _, inst := range one {
-		s := svcs[hostd.RegistrationID(e.hostID, inst.ID)]
+		s := svcs[state.RegistrationID(e.hostID, inst.ID)]
 		if s == nil {
 			t.Fatalf("%s not registered", inst.ID)
 		}
@@ -365,7 +365,7 @@ func TestConvergeStartsRegistersAndReplaces(t *testing.T) {
 			s.Meta["host"] != e.hostID || s.Meta["instance"] != inst.ID {
 			t.Errorf("registration %+v", s)
 		}
-		ch := checks[hostd.CheckID(e.hostID, inst.ID)]
+		ch := checks[state.CheckID(e.hostID, inst.ID)]
 		if ch == nil || ch.Type != "http" || !strings.Contains(ch.Output, fmt.Sprintf("GET http://127.0.0.1:%d/healthz", s.Port)) {
 			t.Errorf("check %+v", ch)
 		}

@@ -97,7 +97,7 @@ func TestDrainDeregistersThenTermThenKill(t *testing.T) {
 		for range 5 { // look every 20ms
 			at := time.Now()
 			svcs, err := e.consul.Client.Agent().Services()
-			if err == nil && svcs[hostd.RegistrationID(e.hostID, inst[0].ID)] == nil {
+			if err == nil && svcs[state.RegistrationID(e.hostID, inst[0].ID)] == nil {
 				return true
 			}
 			lastRegistered = at

@@ -130,7 +130,7 @@ func TestLostRegistrationsComeBack(t *testing.T) {
 
 	agent := e.consul.Client.Agent()
 	for _, inst := range two {
-		if err := agent.ServiceDeregister(hostd.RegistrationID(e.hostID, inst.ID)); err != nil {
+		if err := agent.ServiceDeregister(state.RegistrationID(e.hostID, inst.ID)); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -34,7 +34,29 @@ type history struct {
 	Logs      []string  // the last lines before the last exit
 	Error     string    // why the last create or start failed
 	NextStart time.Time // no create or start before this
+
+	// Started is when the daemon last started the container (or first saw it running):
+	// its check's grace counts from then.
+	Started time.Time
+	// CriticalSince is when the check was first seen critical, past its grace, in the
+	// current streak; HealthySince when it was first seen passing in the current run.
+	// StableBefore says the run passed for StableAfter before the streak, which starts the
+	// backoff over.
+	CriticalSince, HealthySince time.Time
+	StableBefore                bool
+	// Unhealthy counts the restarts because the check stayed critical; StoppedUnhealthy
+	// says the container was stopped for it, so its exit is not counted as a crash.
+	Unhealthy        int
+	StoppedUnhealthy bool
+	// Reason is why the last restart happened: "crash" or "unhealthy".
+	Reason string
 }
+
+// Restart reasons, in status.
+const (
+	ReasonCrash     = "crash"
+	ReasonUnhealthy = "unhealthy"
+)
 
 // crashLoop is how many failures in a row make a crash loop in status.
 const crashLoop = 3
@@ -57,6 +79,15 @@ type planInput struct {
 	// Grace is how long a stray is left alone; StableAfter how long a run must last to
 	// reset the restart backoff.
 	Grace, StableAfter time.Duration
+	// Health is the status of each instance's check on the agent (passing, warning,
+	// critical), by instance ID; an instance without an entry is not known (no check, not
+	// registered, or the agent does not answer) and is never judged unhealthy.
+	Health map[string]string
+	// CheckGrace is, for each release with a check (by release ID), its check's grace.
+	CheckGrace map[string]time.Duration
+	// UnhealthyAfter is how long a check must stay critical, past its grace, for the
+	// instance to be restarted.
+	UnhealthyAfter time.Duration
 	// CanRemove is false while Consul does not answer (an instance leaves the catalog
 	// before it stops, so nothing stops); Confirmed is false until Consul has given the
 	// assignment since start (a stray may be an instance of an assignment we missed).
@@ -72,6 +103,9 @@ type plan struct {
 	Wait   []observed       // exited, waiting out its restart backoff
 	Hold   []observed       // in a state we leave alone: paused, restarting, removing
 	Exited []observed       // exits seen for the first time: their logs are read
+	// Unhealthy are running, but their check stayed critical too long: they are
+	// deregistered and stopped, and started again after the restart backoff.
+	Unhealthy []observed
 
 	History map[string]history
 	StrayAt map[string]time.Time
@@ -116,9 +150,24 @@ func decide(in planInput) plan {
 		case !ok:
 			p.Create = append(p.Create, inst)
 		case c.State == "running":
-			p.Keep = append(p.Keep, c)
+			grace, checked := in.CheckGrace[inst.Release]
+			status, known := in.Health[inst.ID]
+			var stop bool
+			var at time.Time
+			h, stop, at = judgeHealth(h, checked && known, status, grace, pol, in)
+			wake(at)
+			if stop {
+				p.Unhealthy = append(p.Unhealthy, c)
+			} else {
+				p.Keep = append(p.Keep, c)
+			}
 		case c.State == "exited":
-			if c.FinishedAt.After(h.LastExit) {
+			switch {
+			case !c.FinishedAt.After(h.LastExit):
+			case h.StoppedUnhealthy:
+				// We stopped it: not a crash, its backoff is already set.
+				h.LastExit, h.StoppedUnhealthy = c.FinishedAt, false
+			default:
 				h = exited(h, c, pol, in.StableAfter)
 				p.Exited = append(p.Exited, c)
 			}
@@ -167,6 +216,52 @@ func decide(in planInput) plan {
 	return p
 }
 
+// judgeHealth follows the check of a running instance: critical past its grace (counted
+// from the start) for UnhealthyAfter, it is to be stopped, and started again after the
+// restart backoff as after a crash. It returns the history, whether to stop, and when the
+// instance is to be judged again (zero: no deadline).
+func judgeHealth(h history, known bool, status string, grace time.Duration, pol state.Restart, in planInput) (history, bool, time.Time) {
+	if h.Started.IsZero() {
+		h.Started = in.Now // adopted: its grace counts from now
+	}
+	if !known {
+		return h, false, time.Time{} // no check, or the agent cannot tell: never judged
+	}
+	switch status {
+	case "passing":
+		h.CriticalSince = time.Time{}
+		if h.HealthySince.IsZero() {
+			h.HealthySince = in.Now
+		}
+		return h, false, time.Time{}
+	case "critical":
+	default:
+		h.CriticalSince = time.Time{} // warning: not failing, and the critical streak ends
+		return h, false, time.Time{}
+	}
+	if booted := h.Started.Add(grace); in.Now.Before(booted) {
+		return h, false, booted
+	}
+	if h.CriticalSince.IsZero() {
+		h.CriticalSince = in.Now
+		h.StableBefore = !h.HealthySince.IsZero() && in.Now.Sub(h.HealthySince) >= in.StableAfter
+		h.HealthySince = time.Time{}
+	}
+	if due := h.CriticalSince.Add(in.UnhealthyAfter); in.Now.Before(due) {
+		return h, false, due
+	}
+	if h.StableBefore {
+		h.Failures = 0
+	}
+	h.Failures++
+	h.Unhealthy++
+	h.StoppedUnhealthy = true
+	h.Reason = ReasonUnhealthy
+	h.NextStart = in.Now.Add(restartDelay(pol, h.Failures))
+	h.CriticalSince, h.StableBefore = time.Time{}, false
+	return h, true, h.NextStart
+}
+
 // exited records an exit seen for the first time: a run of stableAfter or more resets the
 // backoff, then the next start waits min, 2×min, 4×min... up to max after the exit.
 func exited(h history, c observed, pol state.Restart, stableAfter time.Duration) history {
@@ -174,6 +269,7 @@ func exited(h history, c observed, pol state.Restart, stableAfter time.Duration)
 		h.Failures = 0
 	}
 	h.Failures++
+	h.Reason = ReasonCrash
 	h.LastExit, h.ExitCode, h.OOMKilled = c.FinishedAt, c.ExitCode, c.OOMKilled
 	h.NextStart = c.FinishedAt.Add(restartDelay(pol, h.Failures))
 	return h

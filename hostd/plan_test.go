@@ -219,3 +219,92 @@ func TestFailedStartBacksOff(t *testing.T) {
 type errString string
 
 func (e errString) Error() string { return string(e) }
+
+// judgeHealth, case by case: a running instance with a check is stopped once the check has
+// been critical past its grace for UnhealthyAfter, with the crash backoff; passing, warning,
+// unknown and booting instances are left alone.
+func TestDecideUnhealthy(t *testing.T) {
+	inst := state.Instance{ID: "a", Release: "r1"}
+	running := observed{ID: "c1", Instance: "a", State: "running"}
+	base := func(health string, h history) planInput {
+		in := planInput{
+			Now: t0, StableAfter: time.Minute, UnhealthyAfter: 30 * time.Second, CanRemove: true, Confirmed: true,
+			Assigned: []state.Instance{inst}, Containers: []observed{running},
+			Restart:    map[string]state.Restart{"r1": {MinBackoff: time.Second, MaxBackoff: 8 * time.Second}},
+			CheckGrace: map[string]time.Duration{"r1": 10 * time.Second},
+			History:    map[string]history{"a": h},
+			Health:     map[string]string{},
+		}
+		if health != "" {
+			in.Health["a"] = health
+		}
+		return in
+	}
+	started := t0.Add(-time.Hour)
+	tests := []struct {
+		name      string
+		in        planInput
+		stop      bool
+		wake      time.Time
+		failures  int
+		critSince time.Time
+	}{
+		{name: "passing", in: base("passing", history{Started: started})},
+		{name: "warning is not failing", in: base("warning", history{Started: started, CriticalSince: t0.Add(-time.Minute)})},
+		{name: "unknown (agent away): never judged", in: base("", history{Started: started, CriticalSince: t0.Add(-time.Minute)}),
+			critSince: t0.Add(-time.Minute)},
+		{name: "critical within the grace", in: base("critical", history{Started: t0.Add(-5 * time.Second)}),
+			wake: t0.Add(5 * time.Second)},
+		{name: "critical past the grace: the clock starts", in: base("critical", history{Started: started}),
+			wake: t0.Add(30 * time.Second), critSince: t0},
+		{name: "critical for less than the threshold", in: base("critical", history{Started: started, CriticalSince: t0.Add(-29 * time.Second)}),
+			wake: t0.Add(time.Second), critSince: t0.Add(-29 * time.Second)},
+		{name: "critical for the threshold: stopped, first backoff", in: base("critical", history{Started: started, CriticalSince: t0.Add(-30 * time.Second)}),
+			stop: true, wake: t0.Add(time.Second), failures: 1},
+		{name: "again without a stable run: the backoff doubles", in: base("critical", history{Started: started, Failures: 2, CriticalSince: t0.Add(-time.Minute)}),
+			stop: true, wake: t0.Add(4 * time.Second), failures: 3},
+		{name: "after passing for a minute: the backoff starts over", in: base("critical", history{Started: started, Failures: 3, CriticalSince: t0.Add(-time.Minute), StableBefore: true}),
+			stop: true, wake: t0.Add(time.Second), failures: 1},
+		{name: "no check: never judged", in: func() planInput {
+			in := base("critical", history{Started: started, CriticalSince: t0.Add(-time.Hour)})
+			in.CheckGrace = nil
+			return in
+		}(), critSince: t0.Add(-time.Hour)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := decide(tt.in)
+			h := p.History["a"]
+			if stopped := len(p.Unhealthy) == 1; stopped != tt.stop || len(p.Keep) == len(p.Unhealthy) {
+				t.Fatalf("unhealthy %v keep %v, want stop %v", p.Unhealthy, p.Keep, tt.stop)
+			}
+			if !p.Wake.Equal(tt.wake) {
+				t.Errorf("wake %v, want %v", p.Wake, tt.wake)
+			}
+			if tt.stop && (h.Failures != tt.failures || h.Unhealthy != 1 || !h.StoppedUnhealthy || h.Reason != ReasonUnhealthy || !h.NextStart.Equal(tt.wake)) {
+				t.Errorf("history %+v", h)
+			}
+			if !tt.stop && !h.CriticalSince.Equal(tt.critSince) {
+				t.Errorf("critical since %v, want %v", h.CriticalSince, tt.critSince)
+			}
+		})
+	}
+
+	// The exit of a container stopped as unhealthy is not a crash: it waits out the backoff
+	// set when it was stopped, and is not counted again.
+	in := base("", history{Failures: 1, Unhealthy: 1, StoppedUnhealthy: true, Reason: ReasonUnhealthy, NextStart: t0.Add(time.Second)})
+	in.Containers = []observed{{ID: "c1", Instance: "a", State: "exited", StartedAt: t0.Add(-time.Minute), FinishedAt: t0.Add(-100 * time.Millisecond), ExitCode: 137}}
+	p := decide(in)
+	h := p.History["a"]
+	if len(p.Wait) != 1 || len(p.Exited) != 0 || h.Failures != 1 || h.StoppedUnhealthy || h.Reason != ReasonUnhealthy || !p.Wake.Equal(t0.Add(time.Second)) {
+		t.Errorf("after the unhealthy stop: wait %v exited %v history %+v wake %v", p.Wait, p.Exited, h, p.Wake)
+	}
+}
+
+func TestImagesDue(t *testing.T) {
+	last := map[string]time.Time{"old": t0.Add(-2 * time.Hour), "edge": t0.Add(-time.Hour), "young": t0.Add(-10 * time.Minute)}
+	due, wake := imagesDue(last, t0, time.Hour)
+	if !slices.Equal(due, []string{"edge", "old"}) || !wake.Equal(t0.Add(50*time.Minute)) {
+		t.Errorf("due %v wake %v", due, wake)
+	}
+}

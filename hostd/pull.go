@@ -2,13 +2,18 @@ package hostd
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/api/types/registry"
 	"github.com/docker/docker/errdefs"
 	"github.com/docker/docker/pkg/jsonmessage"
 )
@@ -18,9 +23,11 @@ import (
 // instances of that image, and retried with a capped backoff when it fails.
 type puller struct {
 	docker  Docker
+	auth    map[string]RegistryCredential // by registry host
 	backoff Backoff
 	log     *slog.Logger
-	done    func() // called when a pull ends, to run a converge pass
+	done    func()           // called when a pull ends, to run a converge pass
+	pulled  func(ref string) // called when a pull succeeds (nil: nothing)
 
 	wg     sync.WaitGroup
 	mu     sync.Mutex
@@ -43,8 +50,8 @@ type pullStatus struct {
 	RetryAt time.Time // when a failed pull is tried again
 }
 
-func newPuller(docker Docker, backoff Backoff, log *slog.Logger, done func()) *puller {
-	return &puller{docker: docker, backoff: backoff, log: log, done: done, images: map[string]*imageState{}}
+func newPuller(docker Docker, auth map[string]RegistryCredential, backoff Backoff, log *slog.Logger, done func()) *puller {
+	return &puller{docker: docker, auth: auth, backoff: backoff, log: log, done: done, images: map[string]*imageState{}}
 }
 
 // ensure reports whether ref (pinned by digest) is in the engine; when it is not, it starts
@@ -93,6 +100,9 @@ func (p *puller) ensure(ctx context.Context, ref string, now time.Time) pullStat
 			}
 			p.log.Info("image pulled", "image", ref, "took", time.Since(start).Round(time.Millisecond))
 			st.present, st.failures, st.err = true, 0, nil
+			if p.pulled != nil {
+				defer p.pulled(ref) // after p.mu is released
+			}
 		case ctx.Err() != nil:
 			// Stopping: the next daemon pulls again.
 		default:
@@ -148,7 +158,17 @@ func (p *puller) retain(keep map[string]bool) {
 func (p *puller) wait() { p.wg.Wait() }
 
 func (p *puller) pull(ctx context.Context, ref string) error {
-	rc, err := p.docker.ImagePull(ctx, ref, image.PullOptions{})
+	opts := image.PullOptions{}
+	host := registryHost(ref)
+	if cred, ok := p.auth[host]; ok {
+		// The engine sends it when the registry challenges (X-Registry-Auth).
+		enc, err := registry.EncodeAuthConfig(registry.AuthConfig{Username: cred.Username, Password: cred.Password, ServerAddress: host})
+		if err != nil {
+			return fmt.Errorf("pull %s: encode credentials: %w", ref, err)
+		}
+		opts.RegistryAuth = enc
+	}
+	rc, err := p.docker.ImagePull(ctx, ref, opts)
 	if err != nil {
 		return fmt.Errorf("pull %s: %w", ref, err)
 	}
@@ -158,4 +178,56 @@ func (p *puller) pull(ctx context.Context, ref string) error {
 		return fmt.Errorf("pull %s: %w", ref, err)
 	}
 	return nil
+}
+
+// RegistryCredential is what the host daemon pulls from one registry with: a read-only
+// credential is enough.
+type RegistryCredential struct {
+	Username, Password string
+}
+
+// LoadRegistryAuth reads registry credentials from a Docker client config.json (the
+// "auths" section, as `docker login` writes it and `gilliam-sync up` writes the pull
+// credential), by registry host.
+func LoadRegistryAuth(path string) (map[string]RegistryCredential, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("registry credentials: %w", err)
+	}
+	var cfg struct {
+		Auths map[string]struct {
+			Auth     string `json:"auth"`
+			Username string `json:"username"`
+			Password string `json:"password"`
+		} `json:"auths"`
+	}
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return nil, fmt.Errorf("registry credentials %s: %w", path, err)
+	}
+	out := map[string]RegistryCredential{}
+	for host, a := range cfg.Auths {
+		c := RegistryCredential{Username: a.Username, Password: a.Password}
+		if a.Auth != "" {
+			dec, err := base64.StdEncoding.DecodeString(a.Auth)
+			user, pass, ok := strings.Cut(string(dec), ":")
+			if err != nil || !ok {
+				// Never the value itself in an error: it is a secret.
+				return nil, fmt.Errorf("registry credentials %s: the auth of %s is not base64 of user:password", path, host)
+			}
+			c = RegistryCredential{Username: user, Password: pass}
+		}
+		host = strings.TrimPrefix(strings.TrimPrefix(host, "https://"), "http://")
+		out[strings.TrimSuffix(host, "/")] = c
+	}
+	return out, nil
+}
+
+// registryHost is the registry part of an image reference: its first component when that
+// looks like a host (a dot, a port or localhost), else Docker Hub.
+func registryHost(ref string) string {
+	first, _, ok := strings.Cut(ref, "/")
+	if ok && (strings.ContainsAny(first, ".:") || first == "localhost") {
+		return first
+	}
+	return "docker.io"
 }

@@ -64,6 +64,7 @@ func (d *Daemon) reconcile(ctx context.Context) (time.Time, error) {
 	in := planInput{
 		Known: maps.Clone(d.known), History: maps.Clone(d.history), StrayAt: maps.Clone(d.strayAt),
 		Grace: d.cfg.OrphanGrace, StableAfter: d.cfg.StableAfter, Confirmed: d.confirmed,
+		UnhealthyAfter: d.cfg.UnhealthyAfter,
 	}
 	d.mu.Unlock()
 	if a == nil {
@@ -83,8 +84,20 @@ func (d *Daemon) reconcile(ctx context.Context) (time.Time, error) {
 	in.Now, in.Assigned, in.Containers = p.now, a.Instances, containers
 	in.CanRemove = p.agent != nil
 	in.Restart = map[string]state.Restart{}
+	in.CheckGrace = map[string]time.Duration{}
 	for id, rel := range p.releases {
 		in.Restart[id] = rel.Restart
+		if checked(rel) {
+			in.CheckGrace[id] = rel.Check.Grace
+		}
+	}
+	in.Health = map[string]string{}
+	if p.agent != nil {
+		for _, inst := range a.Instances {
+			if c := p.agent.checks[state.CheckID(d.cfg.ID, inst.ID)]; c != nil && p.agent.services[inst.ID] != nil {
+				in.Health[inst.ID] = c.Status
+			}
+		}
 	}
 	plan := decide(in)
 	d.recordExits(ctx, plan)
@@ -113,7 +126,12 @@ func (d *Daemon) reconcile(ctx context.Context) (time.Time, error) {
 	for _, c := range plan.Remove {
 		tasks = append(tasks, func() { d.drain(ctx, p, c, byID[c.Instance].ID != "") })
 	}
+	// Unhealthy ones left the catalog above (they do not count as running): stop them.
+	for _, c := range plan.Unhealthy {
+		tasks = append(tasks, func() { d.stopUnhealthy(ctx, p, c) })
+	}
 	parallel(d.cfg.Parallel, tasks)
+	p.wake = earliest(p.wake, d.collectImages(ctx, p))
 
 	wake := earliest(d.report(ctx, a, plan, p, registered), plan.Wake, p.wake)
 	d.noteConverged(a, plan, p, registered)
@@ -333,8 +351,21 @@ func (d *Daemon) readyToCreate(ctx context.Context, p *pass, create []state.Inst
 // create creates and starts an instance's container, and registers it.
 func (d *Daemon) create(ctx context.Context, p *pass, inst state.Instance) {
 	rel := p.releases[inst.Release]
-	cfg, hc := containerSpec(d.cfg.ID, d.cfg.Advertise, inst, rel)
-	created, err := d.docker.ContainerCreate(ctx, cfg, hc, nil, nil, ContainerName(d.cfg.ID, inst.ID))
+	// The image's own user decides whether the instance runs as nobody.
+	img, err := d.docker.ImageInspect(ctx, rel.Image)
+	if err != nil {
+		if errdefs.IsNotFound(err) {
+			d.pulls.forget(rel.Image) // the image went away since it was seen
+		}
+		d.startFailed(p, inst, fmt.Errorf("inspect image %s: %w", rel.Image, err))
+		return
+	}
+	priv := privileges{PidsLimit: d.cfg.PidsLimit}
+	if img.Config != nil {
+		priv.ImageUser = img.Config.User
+	}
+	cfg, hc := containerSpec(d.cfg.ID, d.cfg.Advertise, inst, rel, priv)
+	created, err := d.docker.ContainerCreate(ctx, cfg, hc, nil, nil, state.ContainerName(d.cfg.ID, inst.ID))
 	if err != nil {
 		if errdefs.IsNotFound(err) {
 			d.pulls.forget(rel.Image) // the image went away since it was seen
@@ -400,6 +431,8 @@ func (d *Daemon) markRunning(ctx context.Context, p *pass, inst state.Instance, 
 	h := d.history[inst.ID]
 	h.Error = ""
 	h.NextStart = time.Time{}
+	h.Started = time.Now()
+	h.CriticalSince, h.HealthySince, h.StableBefore = time.Time{}, time.Time{}, false
 	if restart {
 		h.Restarts++
 	}
@@ -425,7 +458,8 @@ func (d *Daemon) markRunning(ctx context.Context, p *pass, inst state.Instance, 
 func (d *Daemon) register(ctx context.Context, reg *api.AgentServiceRegistration) error {
 	ctx, cancel := context.WithTimeout(ctx, d.cfg.ConsulTimeout)
 	defer cancel()
-	if err := d.store.Client().Agent().ServiceRegisterOpts(reg, (api.ServiceRegisterOpts{}).WithContext(ctx)); err != nil {
+	// Through Raw: the API's registration type cannot say DisableRedirects.
+	if _, err := d.store.Client().Raw().Write("/v1/agent/service/register", definition(reg), nil, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
 		return fmt.Errorf("register %s in Consul: %w", reg.ID, err)
 	}
 	d.log.Info("instance registered in Consul", "instance", reg.ID, "service", reg.Name, "port", reg.Port)
@@ -449,6 +483,20 @@ func (d *Daemon) startFailed(p *pass, inst state.Instance, err error) {
 	p.fail(fmt.Errorf("instance %s: %w", inst.ID, err))
 }
 
+// stopUnhealthy stops a running instance whose check stayed critical too long; its
+// registration went in this pass. It is started again after its backoff, like a crash.
+func (d *Daemon) stopUnhealthy(ctx context.Context, p *pass, c observed) {
+	d.mu.Lock()
+	h := d.history[c.Instance]
+	d.mu.Unlock()
+	d.log.Warn("instance unhealthy: restarting", "instance", c.Instance, "container", shortID(c.ID),
+		"unhealthy_after", d.cfg.UnhealthyAfter, "unhealthy_restarts", h.Unhealthy, "restart_in", time.Until(h.NextStart).Round(time.Millisecond))
+	secs := int((d.cfg.StopTimeout + time.Second - 1) / time.Second)
+	if err := d.docker.ContainerStop(ctx, c.ID, container.StopOptions{Timeout: &secs}); err != nil && !errdefs.IsNotFound(err) {
+		p.fail(fmt.Errorf("stop unhealthy %s: %w", c.Instance, err))
+	}
+}
+
 // drain takes an instance out: out of Consul first, so that no one is sent to it, then
 // SIGTERM, the stop timeout, SIGKILL, and the container removed. When the agent does not
 // answer, the instance keeps running until it does.
@@ -460,6 +508,9 @@ func (d *Daemon) drain(ctx context.Context, p *pass, c observed, assigned bool) 
 		if err := d.deregister(ctx, reg.ID); err != nil {
 			p.fail(err)
 			return
+		}
+		if c.State == "running" && d.cfg.DrainDelay > 0 {
+			sleep(ctx, d.cfg.DrainDelay) // new requests stop coming before the app is told to stop
 		}
 	}
 	secs := int((d.cfg.StopTimeout + time.Second - 1) / time.Second)

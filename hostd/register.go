@@ -14,10 +14,6 @@ import (
 	"github.com/gilliam-sync/gilliam-sync/state"
 )
 
-// ServiceName is the Consul service an instance registers as: formation and service,
-// joined. Both are DNS labels, so the name is one too.
-func ServiceName(formation, service string) string { return formation + "-" + service }
-
 // Consul registrations of instances carry TagInstance, and the host in their meta: what a
 // host daemon finds on its agent with both is its own.
 const (
@@ -35,8 +31,8 @@ const (
 func registration(host, advertise string, inst state.Instance, rel *state.Release, hostPort int, deregisterAfter time.Duration) *api.AgentServiceRegistration {
 	addr := net.JoinHostPort(advertise, strconv.Itoa(hostPort))
 	reg := &api.AgentServiceRegistration{
-		ID:      RegistrationID(host, inst.ID),
-		Name:    ServiceName(inst.Formation, inst.Service),
+		ID:      state.RegistrationID(host, inst.ID),
+		Name:    state.ServiceName(inst.Formation, inst.Service),
 		Address: advertise,
 		Port:    hostPort,
 		Tags:    []string{TagInstance, "release-" + inst.Release},
@@ -61,7 +57,7 @@ func registration(host, advertise string, inst state.Instance, rel *state.Releas
 		timeout = 2 * time.Second
 	}
 	check := &api.AgentServiceCheck{
-		CheckID:                        CheckID(host, inst.ID),
+		CheckID:                        state.CheckID(host, inst.ID),
 		Interval:                       interval.String(),
 		Timeout:                        timeout.String(),
 		DeregisterCriticalServiceAfter: deregisterAfter.String(),
@@ -85,19 +81,35 @@ func registration(host, advertise string, inst state.Instance, rel *state.Releas
 // without a port to check.
 func checked(rel *state.Release) bool { return rel.Check.Type != "none" && len(rel.Ports) > 0 }
 
-// RegistrationID is the ID of an instance's registration on its host's agent: the
-// instance and the host, so that two hosts sharing an agent (several host daemons on one
-// machine, or a host that comes back while its moved instance runs elsewhere) never take
-// each other's registrations. The instance ID alone is in the registration's meta.
-func RegistrationID(host, instance string) string { return instance + "@" + host }
+// serviceDefinition is a registration as the agent is sent it: the API's type lacks the
+// check's DisableRedirects, which the agent has understood since Consul 1.15.
+type serviceDefinition struct {
+	*api.AgentServiceRegistration
+	Check *checkDefinition `json:",omitempty"` // shadows the embedded Check
+}
 
-// CheckID is the ID of an instance's check on its host's agent.
-func CheckID(host, instance string) string { return "instance-" + RegistrationID(host, instance) }
+type checkDefinition struct {
+	*api.AgentServiceCheck
+	// DisableRedirects keeps an HTTP check from following a redirect: an instance must not
+	// be able to point its check at another URL (Consul's own API, say) and have the
+	// agent's answer show in the check's output. A 3xx answer fails the check.
+	DisableRedirects bool `json:",omitempty"`
+}
 
-// sealed sets MetaRegistration to the hash of everything else in reg.
+// definition is reg as the agent is sent it: an HTTP check never follows redirects.
+func definition(reg *api.AgentServiceRegistration) serviceDefinition {
+	def := serviceDefinition{AgentServiceRegistration: reg}
+	if reg.Check != nil {
+		def.Check = &checkDefinition{AgentServiceCheck: reg.Check, DisableRedirects: reg.Check.HTTP != ""}
+	}
+	return def
+}
+
+// sealed sets MetaRegistration to the hash of everything else in reg, as the agent is
+// sent it.
 func sealed(reg *api.AgentServiceRegistration) *api.AgentServiceRegistration {
 	delete(reg.Meta, MetaRegistration)
-	b, err := json.Marshal(reg) // map keys sorted: the same registration, the same bytes
+	b, err := json.Marshal(definition(reg)) // map keys sorted: the same registration, the same bytes
 	if err != nil {
 		panic("hostd: marshal registration: " + err.Error()) // plain data: cannot fail
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/gilliam-sync/gilliam-sync/hostd"
 	"github.com/gilliam-sync/gilliam-sync/internal/testenv"
+	"github.com/gilliam-sync/gilliam-sync/state"
 )
 
 // snapshot is what must not change across restarts of the host daemon: each instance's
@@ -40,7 +41,7 @@ func (e *env) snapshot(t *testing.T) map[string]snapshot {
 			t.Fatal(err)
 		}
 		s := snapshot{container: c.ID, started: info.State.StartedAt, restarts: info.RestartCount}
-		if reg := svcs[hostd.RegistrationID(e.hostID, id)]; reg != nil {
+		if reg := svcs[state.RegistrationID(e.hostID, id)]; reg != nil {
 			s.port, s.registration = reg.Port, reg.Meta[hostd.MetaRegistration]
 		}
 		out[id] = s

@@ -6,9 +6,11 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/docker/docker/api/types/container"
 	"github.com/hashicorp/consul/api"
 
 	"github.com/gilliam-sync/gilliam-sync/state"
@@ -53,18 +55,34 @@ var testRelease = &state.Release{
 var testInstance = state.Instance{ID: "shop-web-01234567-2", Formation: "shop", Service: "web", Release: testRelease.ID, Index: 2}
 
 func TestContainerSpecGolden(t *testing.T) {
-	cfg, hc := containerSpec("host-1", "10.0.0.5", testInstance, testRelease)
+	cfg, hc := containerSpec("host-1", "10.0.0.5", testInstance, testRelease, privileges{})
 	// What the host daemon sets, not every field of the engine's types.
-	golden(t, "container.json", map[string]any{
+	golden(t, "container.json", specFields(cfg, hc))
+
+	// A release with a low port, read-only, of an image that names its user, with the
+	// host's own pids limit.
+	low := *testRelease
+	low.Ports = []state.Port{{Port: 80}}
+	low.ReadOnly = true
+	low.Resources = state.Resources{}
+	cfg, hc = containerSpec("host-1", "10.0.0.5", testInstance, &low, privileges{ImageUser: "cnb", PidsLimit: 64})
+	golden(t, "container-low-port-read-only.json", specFields(cfg, hc))
+}
+
+func specFields(cfg *container.Config, hc *container.HostConfig) map[string]any {
+	return map[string]any{
 		"Image": cfg.Image, "Env": cfg.Env, "Entrypoint": cfg.Entrypoint, "Cmd": cfg.Cmd,
-		"ExposedPorts": cfg.ExposedPorts, "Labels": cfg.Labels,
+		"ExposedPorts": cfg.ExposedPorts, "Labels": cfg.Labels, "User": cfg.User,
 		"PortBindings": hc.PortBindings, "RestartPolicy": hc.RestartPolicy,
-		"CPUShares": hc.CPUShares, "Memory": hc.Memory, "LogConfig": hc.LogConfig,
-	})
+		"CPUShares": hc.CPUShares, "NanoCPUs": hc.NanoCPUs, "Memory": hc.Memory, "PidsLimit": hc.PidsLimit,
+		"CapDrop": hc.CapDrop, "CapAdd": hc.CapAdd, "SecurityOpt": hc.SecurityOpt,
+		"ReadonlyRootfs": hc.ReadonlyRootfs, "Tmpfs": hc.Tmpfs, "LogConfig": hc.LogConfig,
+	}
 }
 
 func TestRegistrationGolden(t *testing.T) {
-	golden(t, "registration.json", registration("host-1", "10.0.0.5", testInstance, testRelease, 32768, time.Minute))
+	// As the agent is sent it: DisableRedirects on the HTTP check.
+	golden(t, "registration.json", definition(registration("host-1", "10.0.0.5", testInstance, testRelease, 32768, time.Minute)))
 
 	tcp := *testRelease
 	tcp.Check = state.Check{Type: "tcp"}
@@ -73,7 +91,7 @@ func TestRegistrationGolden(t *testing.T) {
 	noPorts := *testRelease
 	noPorts.Ports = nil
 	golden(t, "registration-checks.json", map[string]any{
-		"tcp, default timings": registration("host-1", "10.0.0.5", testInstance, &tcp, 32768, time.Minute).Check,
+		"tcp, default timings": definition(registration("host-1", "10.0.0.5", testInstance, &tcp, 32768, time.Minute)).Check,
 		"none":                 registration("host-1", "10.0.0.5", testInstance, &none, 32768, time.Minute).Check,
 		"no ports":             registration("host-1", "10.0.0.5", testInstance, &noPorts, 0, time.Minute).Check,
 	})
@@ -142,5 +160,31 @@ func TestStatusPacing(t *testing.T) {
 	w.wrote(st("running"), t0.Add(2*time.Second), errString("consul down"))
 	if write, _ := w.due(st("running"), t0.Add(4*time.Second), interval, refresh); !write {
 		t.Error("after a failed write, the same status is not written again")
+	}
+}
+
+func TestLoadRegistryAuth(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.json")
+	os.WriteFile(path, []byte(`{"auths": {
+		"127.0.0.1:5000": {"auth": "cHVsbDpzM2NyZXQ="},
+		"https://registry.example.com/": {"username": "u", "password": "p"}}}`), 0o600)
+	auth, err := LoadRegistryAuth(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if auth["127.0.0.1:5000"] != (RegistryCredential{"pull", "s3cret"}) || auth["registry.example.com"] != (RegistryCredential{"u", "p"}) || len(auth) != 2 {
+		t.Errorf("auth %v", auth)
+	}
+	os.WriteFile(path, []byte(`{"auths": {"r:1": {"auth": "bm8tY29sb24="}}}`), 0o600)
+	if _, err := LoadRegistryAuth(path); err == nil || strings.Contains(err.Error(), "no-colon") {
+		t.Errorf("a malformed auth: %v (the secret must not show)", err)
+	}
+	for ref, want := range map[string]string{
+		"127.0.0.1:5000/a/b@sha256:00": "127.0.0.1:5000", "registry.example.com/x:1": "registry.example.com",
+		"localhost/x": "localhost", "redis:7": "docker.io", "library/redis": "docker.io",
+	} {
+		if got := registryHost(ref); got != want {
+			t.Errorf("registryHost(%q) = %q, want %q", ref, got, want)
+		}
 	}
 }

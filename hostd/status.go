@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"reflect"
+	"slices"
 	"sort"
 	"time"
 
@@ -44,7 +45,8 @@ func (w *statusWriter) wrote(st *state.HostStatus, at time.Time, err error) {
 }
 
 func sameStatus(a, b *state.HostStatus) bool {
-	return a.Address == b.Address && reflect.DeepEqual(a.Instances, b.Instances) && reflect.DeepEqual(a.Strays, b.Strays)
+	return a.Address == b.Address && reflect.DeepEqual(a.Instances, b.Instances) && reflect.DeepEqual(a.Strays, b.Strays) &&
+		reflect.DeepEqual(a.ImagesRemoved, b.ImagesRemoved)
 }
 
 // report writes the host's status when it is due, and returns when the next write is.
@@ -80,19 +82,21 @@ func (d *Daemon) report(ctx context.Context, a *state.Assignment, plan plan, p *
 func (d *Daemon) hostStatus(a *state.Assignment, plan plan, p *pass, registered map[string]bool) *state.HostStatus {
 	st := &state.HostStatus{Host: d.cfg.ID, Address: d.cfg.Advertise, Started: d.started, Instances: []state.InstanceStatus{}}
 	others := map[string]observed{} // containers of assigned instances that do not run
-	for _, list := range [][]observed{plan.Start, plan.Wait, plan.Hold, plan.Remove} {
+	for _, list := range [][]observed{plan.Start, plan.Wait, plan.Hold, plan.Remove, plan.Unhealthy} {
 		for _, c := range list {
 			others[c.Instance] = c
 		}
 	}
 	d.mu.Lock()
 	history := maps.Clone(d.history)
+	st.ImagesRemoved = slices.Clone(d.imagesRemoved)
 	d.mu.Unlock()
 	for _, inst := range a.Instances {
 		s := state.InstanceStatus{ID: inst.ID, Release: inst.Release, State: "pending"}
 		h := history[inst.ID]
 		s.Restarts, s.ExitCode, s.Logs = h.Restarts, h.ExitCode, h.Logs
 		s.CrashLoop = h.Failures >= crashLoop
+		s.RestartReason, s.UnhealthyRestarts = h.Reason, h.Unhealthy
 		if c, ok := p.running[inst.ID]; ok {
 			s.Container, s.State = shortID(c.ID), "running"
 			s.Registered = registered[inst.ID]
@@ -117,6 +121,8 @@ func (d *Daemon) hostStatus(a *state.Assignment, plan plan, p *pass, registered 
 			if s.State == "pending" && p.relErr[inst.Release] == nil {
 				s.State = "pulling"
 			}
+		case h.StoppedUnhealthy || (h.Reason == ReasonUnhealthy && s.State != "running"):
+			s.Error = fmt.Sprintf("unhealthy: check critical for %s past its grace; restarted %d times for it", d.cfg.UnhealthyAfter, h.Unhealthy)
 		case s.CrashLoop:
 			s.Error = fmt.Sprintf("crash loop: exited with code %d, %d times in a row", h.ExitCode, h.Failures)
 			if h.OOMKilled {
@@ -141,7 +147,7 @@ func health(agent *agentView, instance string, registered, checked bool) string 
 	case !checked:
 		return api.HealthPassing
 	}
-	if c := agent.checks[CheckID(agent.host, instance)]; c != nil {
+	if c := agent.checks[state.CheckID(agent.host, instance)]; c != nil {
 		return c.Status
 	}
 	return api.HealthCritical

@@ -238,6 +238,27 @@ func (d *decoder) constraints(n *yaml.Node, p path) []Constraint {
 	return constraints
 }
 
+// domains are host names of two labels or more, lowercase, each once, at most 253 characters.
+func (d *decoder) domains(n *yaml.Node, p path) []string {
+	items, _ := d.sequence(n, p)
+	domains := make([]string, 0, len(items))
+	seen := map[string]bool{}
+	for i, item := range items {
+		s, ok := d.str(item, p.index(i))
+		switch {
+		case !ok:
+		case !domainRE.MatchString(s) || len(s) > 253:
+			d.at(item, p.index(i), "%s is not a host name: lowercase labels of letters, digits and -, joined by dots, such as shop.example.com", code(s))
+		case seen[s]:
+			d.at(item, p.index(i), "%s is listed twice", code(s))
+		default:
+			seen[s] = true
+			domains = append(domains, s)
+		}
+	}
+	return domains
+}
+
 func (d *decoder) overrides(n *yaml.Node, p path) map[string]PreviewOverride {
 	overrides := make(map[string]PreviewOverride)
 	entries, _ := d.mapping(n, p)

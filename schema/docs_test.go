@@ -113,6 +113,8 @@ func TestDefaultsInSchemaMatchConstants(t *testing.T) {
 		"previews.ttl":                         formatDuration(DefaultPreviewTTL),
 		"previews.enabled":                     false,
 		"services.<name>.internal":             false,
+		"services.<name>.read_only":            false,
+		"services.<name>.web":                  false,
 	}
 	var withDefault []string
 	for k, v := range keys {

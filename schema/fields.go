@@ -22,6 +22,10 @@ var formationFields = []field[Formation]{
 		decode: func(d *decoder, n *yaml.Node, p path, f *Formation) { f.Services = d.services(n, p) }},
 	object("previews", func(f *Formation) *Previews { return &f.Previews }, previewFields,
 		"Preview formations: one per open pull request, built from its head, named <formation>-pr-<number>."),
+	{key: "domains",
+		doc:    "Custom host names (shop.example.com) the router serves the formation's web service at, besides <formation>.<domain>. A domain belongs to one formation.",
+		schema: listSchema(stringSchema(domainPattern), 0),
+		decode: func(d *decoder, n *yaml.Node, p path, f *Formation) { f.Domains = d.domains(n, p) }},
 }
 
 var serviceFields = []field[Service]{
@@ -55,6 +59,10 @@ var serviceFields = []field[Service]{
 		decode: func(d *decoder, n *yaml.Node, p path, s *Service) { s.Constraints = d.constraints(n, p) }},
 	boolean("internal", func(s *Service) *bool { return &s.Internal }, false,
 		"An auxiliary service (a database, a cache): reachable by the formation's services only, never exposed outside it."),
+	boolean("read_only", func(s *Service) *bool { return &s.ReadOnly }, false,
+		"The instance's root filesystem is read-only; /tmp is a small writable tmpfs."),
+	boolean("web", func(s *Service) *bool { return &s.Web }, false,
+		"The service the router serves at <formation>.<domain> and at the formation's domains. Default: the service named web."),
 	stringList("depends_on", func(s *Service) *[]string { return &s.DependsOn }, false,
 		"Services of this formation rolled out, and healthy, before this one."),
 	object("rollout", func(s *Service) *Rollout { return &s.Rollout }, rolloutFields,
@@ -75,7 +83,7 @@ var portFields = []field[Port]{
 }
 
 var checkFields = []field[Check]{
-	{key: "http", doc: "Check with an HTTP GET of this path on the primary port: a 2xx or 3xx answer is healthy.",
+	{key: "http", doc: "Check with an HTTP GET of this path on the primary port: a 2xx answer is healthy; a redirect is not followed and fails the check.",
 		schema: stringSchema(httpPathPattern),
 		decode: func(d *decoder, n *yaml.Node, p path, c *Check) {
 			if s, ok := d.str(n, p); ok {
@@ -130,7 +138,7 @@ var restartFields = []field[Restart]{
 
 var previewFields = []field[Previews]{
 	boolean("enabled", func(v *Previews) *bool { return &v.Enabled }, false,
-		"Whether pull requests get preview formations."),
+		"Ignored, kept for compatibility: whether previews run is the operator's, in the watch list; this file only shapes them."),
 	duration("ttl", func(v *Previews) *time.Duration { return &v.TTL }, time.Minute, DefaultPreviewTTL,
 		"A preview whose pull request sees no new commit for this long is torn down; at least 1m."),
 	{key: "services", def: emptyMapping,

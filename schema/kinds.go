@@ -227,6 +227,12 @@ func env[T any](key string, at func(*T) *map[string]string, doc string) field[T]
 				if !ok {
 					continue
 				}
+				if e.name == "BP_GO_TARGETS" {
+					if err := CheckGoTargets(v); err != nil {
+						d.at(e.value, ep, "%v", err)
+						continue
+					}
+				}
 				vars[e.name] = v
 			}
 			*at(into) = vars

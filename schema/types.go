@@ -15,6 +15,8 @@ type Formation struct {
 	Env      map[string]string
 	Services map[string]*Service // by name; never nil
 	Previews Previews
+	// Domains are custom host names the router serves the web service at, lowercase.
+	Domains []string
 }
 
 // A Service is one process type of a formation, run as Scale identical instances.
@@ -37,6 +39,8 @@ type Service struct {
 	Resources   Resources
 	Constraints []Constraint // host labels an instance's host must match, all of them
 	Internal    bool         // an auxiliary service, never exposed outside the formation
+	ReadOnly    bool         // the container's root filesystem is read-only
+	Web         bool         // the service the router serves at the formation's own name
 	DependsOn   []string     // services rolled out, and healthy, before this one
 	Rollout     Rollout
 	Restart     Restart
@@ -68,7 +72,7 @@ type Check struct {
 
 // Check types.
 const (
-	CheckHTTP = "http" // GET Path answers 2xx or 3xx
+	CheckHTTP = "http" // GET Path answers 2xx (redirects are not followed)
 	CheckTCP  = "tcp"  // the port accepts a connection
 	CheckNone = "none" // healthy as soon as it runs
 )
@@ -153,6 +157,21 @@ const (
 )
 
 // ServiceNames returns the names of the services, sorted.
+// WebService is the service the router serves at <formation>.<domain> and at the custom
+// domains: the one marked `web: true`, else the one named web unless it is internal, else
+// "" (none).
+func (f *Formation) WebService() string {
+	for _, name := range f.ServiceNames() {
+		if f.Services[name].Web {
+			return name
+		}
+	}
+	if s := f.Services["web"]; s != nil && !s.Internal {
+		return "web"
+	}
+	return ""
+}
+
 func (f *Formation) ServiceNames() []string {
 	names := make([]string, 0, len(f.Services))
 	for name := range f.Services {

@@ -22,11 +22,31 @@ func validate(f *Formation, r *report) {
 		validateService(f.Services[name], names, isService, r)
 	}
 	validateDependencyCycles(f, r)
+	validateWeb(f, names, r)
 	for _, name := range sortedKeys(f.Previews.Services) {
 		op := path("previews.services").key(name)
 		// With no services decoded, every name would be unknown: that is not news.
 		if f.Services[name] == nil && len(f.Services) > 0 {
 			r.on(op, "unknown service%s", didYouMean(name, names))
+		}
+	}
+}
+
+// validateWeb: one service at most is the web service, and not an internal one.
+func validateWeb(f *Formation, names []string, r *report) {
+	var marked []string
+	for _, name := range names {
+		s := f.Services[name]
+		if !s.Web {
+			continue
+		}
+		marked = append(marked, name)
+		at := path("services").key(name).key("web")
+		if s.Internal {
+			r.on(at, "an internal service is never exposed: it cannot be the web service")
+		}
+		if len(marked) == 2 {
+			r.on(at, "%s is the web service already: mark one service `web: true`", code(marked[0]))
 		}
 	}
 }

@@ -99,6 +99,7 @@ var allowed = map[string]string{
 	"document markers":               "---\nservices:\n  web:\n    path: .\n...\n",
 	"byte order mark":                "\ufeffservices:\n  web:\n    path: .\n",
 	"windows line ends":              "services:\r\n  web:\r\n    path: .\r\n",
+	"BP_GO_TARGETS package paths":    "services:\n  web:\n    path: .\n    env: {BP_GO_TARGETS: \". ./cmd/web ./tools/...\"}\n",
 }
 
 func TestRulesAllow(t *testing.T) {
@@ -127,5 +128,25 @@ func TestPrimaryPort(t *testing.T) {
 	}
 	if _, ok := f.Services["worker"].PrimaryPort(); ok {
 		t.Error("worker has a primary port")
+	}
+}
+
+// The web service is the one marked web: true, else the one named web unless internal.
+func TestWebService(t *testing.T) {
+	for _, c := range []struct {
+		yml, want string
+	}{
+		{"services:\n  web:\n    path: .\n  api:\n    path: .\n", "web"},
+		{"services:\n  web:\n    path: .\n  api:\n    path: .\n    web: true\n", "api"},
+		{"services:\n  web:\n    path: .\n    internal: true\n", ""},
+		{"services:\n  api:\n    path: .\n", ""},
+	} {
+		f, err := Parse("gilliam.yml", []byte(c.yml))
+		if err != nil {
+			t.Fatalf("%s: %v", c.yml, err)
+		}
+		if got := f.WebService(); got != c.want {
+			t.Errorf("%s: web service %q, want %q", c.yml, got, c.want)
+		}
 	}
 }

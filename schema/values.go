@@ -6,6 +6,7 @@ import (
 	"math/big"
 	pathpkg "path"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 )
@@ -15,7 +16,9 @@ import (
 // what a pattern cannot say (ranges, precise messages).
 
 const (
-	labelPattern   = `^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`
+	labelPattern = `^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`
+	// A host name of at least two lowercase labels: shop.example.com.
+	domainPattern  = `^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`
 	envNamePattern = `^[A-Za-z_][A-Za-z0-9_]*$`
 	// Go durations with a unit on every number; "0" alone is allowed. Go also accepts signs
 	// and ".5s"; gilliam.yml keeps to the plain forms.
@@ -41,6 +44,7 @@ var (
 	cpuRE        = regexp.MustCompile(cpuPattern)
 	processRE    = regexp.MustCompile(processPattern)
 	httpPathRE   = regexp.MustCompile(httpPathPattern)
+	domainRE     = regexp.MustCompile(domainPattern)
 	imageRE      = regexp.MustCompile(imagePattern)
 	constraintRE = regexp.MustCompile(constraintPattern)
 )
@@ -73,6 +77,28 @@ func checkEnvName(s string) error {
 		return nil
 	}
 	return errors.New("is not a valid variable name: use letters, digits and `_`, not starting with a digit")
+}
+
+// goTargetPattern is one package path of BP_GO_TARGETS: `.` or `./` and a path of letters,
+// digits and `_ . / -`. The offline Go buildpack (build/builder/buildpacks/go/bin/build)
+// applies the same rule before it hands each path to go build as one argument.
+const goTargetPattern = `^\.(/[A-Za-z0-9_./-]*)?$`
+
+var goTargetRE = regexp.MustCompile(goTargetPattern)
+
+// CheckGoTargets reports why v, the value of BP_GO_TARGETS, is not a list of package paths
+// separated by white space: a value such as `-toolexec=./x` would be a flag of go build.
+func CheckGoTargets(v string) error {
+	targets := strings.FieldsFunc(v, func(r rune) bool { return r == ' ' || r == '\t' || r == '\n' })
+	if len(targets) == 0 {
+		return errors.New("names no package: write package paths such as `.` or `./cmd/web`")
+	}
+	for _, t := range targets {
+		if !goTargetRE.MatchString(t) || slices.Contains(strings.Split(t, "/"), "..") {
+			return fmt.Errorf("%s is not a package path: write `.` or `./path`, with letters, digits and `_ . / -` only and no `..` (a value starting with `-` would be a flag of go build)", code(t))
+		}
+	}
+	return nil
 }
 
 // parseDuration parses a Go duration that is not negative.

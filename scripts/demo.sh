@@ -10,6 +10,7 @@ demo=$root/.demo
 bin=$root/bin/gilliam-sync
 consul=$root/.cache/bin/consul
 host=demo
+router_port=${ROUTER_PORT:-8080}
 mkdir -p "$demo"
 
 pids=()
@@ -62,7 +63,8 @@ if [ ! -d "$demo/hello/.git" ]; then
 fi
 
 echo "demo: gilliam-sync up (log: .demo/up.log)"
-"$bin" up --repo "$demo/hello" --data "$demo/data" --host-id "$host" --poll 2s >"$demo/up.log" 2>&1 &
+"$bin" up --repo "$demo/hello" --data "$demo/data" --host-id "$host" --poll 2s \
+	--router-listen "127.0.0.1:$router_port" >"$demo/up.log" 2>&1 &
 pids+=($!)
 
 echo "demo: waiting for the hello formation to build and serve (the first build takes about 30s)"
@@ -72,13 +74,15 @@ for _ in $(seq 300); do
 	fi
 	status=$("$bin" status hello --output json 2>/dev/null || true)
 	passing=$(grep -c '"health": "passing"' <<<"$status" || true)
-	if [ "$passing" -ge 2 ]; then break; fi
+	if [ "$passing" -ge 2 ] && curl -fsS -m 2 -o /dev/null -H "Host: hello.localhost" "http://127.0.0.1:$router_port/" 2>/dev/null; then break; fi
 	sleep 1
 done
 
 "$bin" status hello || true
 echo
-echo "The hello formation is serving:"
+echo "The hello formation is serving, through the router (ROUTER_PORT=$router_port):"
+echo "  http://hello.localhost:$router_port/   $(curl -fsS -m 2 -H "Host: hello.localhost" "http://127.0.0.1:$router_port/" || echo '(not answering)')"
+echo "and each instance directly:"
 for addr in $(grep -o '"address": "[^"]*"' <<<"$status" | sed 's/.*"\([^"]*\)"$/\1/'); do
 	echo "  http://$addr/   $(curl -fsS -m 2 "http://$addr/" || echo '(not answering)')"
 done

@@ -23,6 +23,8 @@ type Host struct {
 	Labels   map[string]string `json:"labels,omitempty"`
 	// Passing is whether the host's TTL check passes now.
 	Passing bool `json:"passing"`
+	// Node is the Consul node its registration lives on.
+	Node string `json:"node,omitempty"`
 }
 
 const labelMetaPrefix = "label-"
@@ -53,19 +55,23 @@ func HostRegistration(h Host, ttl, deregisterAfter time.Duration) *api.AgentServ
 	}
 }
 
-// HostServiceID and HostCheckID name a host's registration and its TTL check.
-func HostServiceID(host string) string { return HostService + "-" + host }
-func HostCheckID(host string) string   { return "gilliam-host-alive-" + host }
-
 // Hosts lists the hosts in the catalog, passing or not, sorted by ID.
 func (s *Store) Hosts(ctx context.Context) ([]Host, error) {
-	entries, _, err := s.client.Health().Service(HostService, "", false, (&api.QueryOptions{}).WithContext(ctx))
+	hosts, _, err := s.WatchHosts(ctx, 0, 0)
+	return hosts, err
+}
+
+// WatchHosts is Hosts as a blocking query: with index above 0 it returns when the hosts'
+// registrations or checks change after index, or after wait; it returns the new index.
+func (s *Store) WatchHosts(ctx context.Context, index uint64, wait time.Duration) ([]Host, uint64, error) {
+	q := (&api.QueryOptions{WaitIndex: index, WaitTime: wait}).WithContext(ctx)
+	entries, meta, err := s.client.Health().Service(HostService, "", false, q)
 	if err != nil {
-		return nil, fmt.Errorf("list hosts: %w", err)
+		return nil, 0, fmt.Errorf("list hosts: %w", err)
 	}
 	hosts := make([]Host, 0, len(entries))
 	for _, e := range entries {
-		h := Host{ID: e.Service.Meta["host"], Address: e.Service.Address, Labels: map[string]string{}}
+		h := Host{ID: e.Service.Meta["host"], Address: e.Service.Address, Labels: map[string]string{}, Node: e.Node.Node}
 		if h.ID == "" {
 			continue
 		}
@@ -80,5 +86,61 @@ func (s *Store) Hosts(ctx context.Context) ([]Host, error) {
 		hosts = append(hosts, h)
 	}
 	sort.Slice(hosts, func(i, j int) bool { return hosts[i].ID < hosts[j].ID })
-	return hosts, nil
+	return hosts, meta.LastIndex, nil
+}
+
+// InstanceCheck is the health of one instance registration in the catalog.
+type InstanceCheck struct {
+	Instance, Host string
+	// Node is the Consul node the registration lives on; Registration its service ID.
+	Node, Registration string
+	// Passing is true when every check of the registration, and of its node, passes.
+	Passing bool
+}
+
+// InstanceHealth reads the health of every instance registration that has a check, in
+// one request (a blocking query when index is above 0), keyed by registration ID.
+// Registrations without a check (check: none) are not in it.
+func (s *Store) InstanceHealth(ctx context.Context, index uint64, wait time.Duration) (map[string]InstanceCheck, uint64, error) {
+	q := (&api.QueryOptions{WaitIndex: index, WaitTime: wait}).WithContext(ctx)
+	checks, meta, err := s.client.Health().State(api.HealthAny, q)
+	if err != nil {
+		return nil, 0, fmt.Errorf("read health: %w", err)
+	}
+	nodeOK := map[string]bool{}
+	for _, c := range checks {
+		if c.ServiceID == "" {
+			ok, seen := nodeOK[c.Node]
+			nodeOK[c.Node] = (ok || !seen) && c.Status == api.HealthPassing
+		}
+	}
+	out := map[string]InstanceCheck{}
+	for _, c := range checks {
+		instance, host, ok := ParseRegistrationID(c.ServiceID)
+		if !ok {
+			continue
+		}
+		ic, seen := out[c.ServiceID]
+		if !seen {
+			ic = InstanceCheck{Instance: instance, Host: host, Node: c.Node, Registration: c.ServiceID, Passing: true}
+			if ok, known := nodeOK[c.Node]; known && !ok {
+				ic.Passing = false
+			}
+		}
+		ic.Passing = ic.Passing && c.Status == api.HealthPassing
+		out[c.ServiceID] = ic
+	}
+	return out, meta.LastIndex, nil
+}
+
+// DeregisterFromCatalog removes a registration from the catalog directly, for hosts that
+// are dead: their own agent, which would remove it, is gone with them.
+func (s *Store) DeregisterFromCatalog(ctx context.Context, node, registration string) error {
+	s.writes.add(1)
+	_, err := s.client.Catalog().Deregister(&api.CatalogDeregistration{Node: node, ServiceID: registration},
+		(&api.WriteOptions{}).WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("deregister %s on node %s: %w", registration, node, err)
+	}
+	return nil
 }

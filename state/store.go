@@ -30,6 +30,7 @@ const maxTxnOps = 64
 //	formations/<formation>/status       FormationStatus
 //	hosts/<host>/assignment             Assignment
 //	hosts/<host>/status                 HostStatus
+//	claims/<formation>                  Claim: which repository and file own the name
 //	leader                              the sync daemons' lock
 type Store struct {
 	client *api.Client
@@ -91,7 +92,23 @@ func (s *Store) hostsKey() string                 { return s.prefix + "hosts/" }
 func (s *Store) assignmentKey(host string) string { return s.hostsKey() + host + "/assignment" }
 func (s *Store) hostStatusKey(host string) string { return s.hostsKey() + host + "/status" }
 
-func (s *Store) placementKey() string { return s.prefix + "placement" }
+func (s *Store) placementKey() string             { return s.prefix + "placement" }
+func (s *Store) claimKey(formation string) string { return s.prefix + "claims/" + formation }
+
+// Claim reads who owns a formation name; nil when nobody has claimed it.
+func (s *Store) Claim(ctx context.Context, formation string) (*Claim, error) {
+	var c Claim
+	found, _, err := s.get(ctx, s.claimKey(formation), &c)
+	if err != nil || !found {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// PutClaim gives a formation name to a source, whoever had it.
+func (s *Store) PutClaim(ctx context.Context, c *Claim) error {
+	return s.put(ctx, s.claimKey(c.Formation), c, nil)
+}
 func (s *Store) observedKey(repo string) string {
 	return s.prefix + "repos/" + repo + "/observed"
 }
@@ -272,8 +289,8 @@ func (s *Store) UpdateDesired(ctx context.Context, formation string, update func
 	return nil, fmt.Errorf("desired state of %s: too many conflicting writes", formation)
 }
 
-// DeleteFormation removes a formation's desired state, status, config and history, and
-// its releases: what a torn-down preview leaves behind.
+// DeleteFormation removes a formation's desired state, status, config and history, its
+// releases and its routes: what a torn-down preview leaves behind.
 func (s *Store) DeleteFormation(ctx context.Context, formation string) error {
 	w := (&api.WriteOptions{}).WithContext(ctx)
 	for _, prefix := range []string{s.formationsKey() + formation + "/", s.releasesKey(formation)} {
@@ -282,7 +299,8 @@ func (s *Store) DeleteFormation(ctx context.Context, formation string) error {
 			return fmt.Errorf("delete %s: %w", prefix, err)
 		}
 	}
-	return nil
+	// Not a tree: routes/hello is a prefix of routes/hello-pr-1.
+	return s.DeleteRoutes(ctx, formation)
 }
 
 // Config reads a formation's config vars and their ModifyIndex (nil, 0 when none).
@@ -476,4 +494,16 @@ func uniqueSegments(keys []string, prefix string) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// LeaderLock is the lock the sync daemons contend for: held through a session with ttl,
+// and lockDelay before another may take it after a holder is lost.
+func (s *Store) LeaderLock(id string, ttl, lockDelay time.Duration) (*api.Lock, error) {
+	return s.client.LockOpts(&api.LockOptions{
+		Key:         s.LeaderKey(),
+		Value:       []byte(id),
+		SessionName: "gilliam-sync leader " + id,
+		SessionTTL:  ttl.String(),
+		LockDelay:   lockDelay,
+	})
 }

@@ -29,6 +29,8 @@ type Release struct {
 	Resources  Resources `json:"resources"`
 	Restart    Restart   `json:"restart"`
 	Internal   bool      `json:"internal,omitempty"`
+	// ReadOnly makes the container's root filesystem read-only (a tmpfs on /tmp).
+	ReadOnly bool `json:"read_only,omitempty"`
 
 	// Provenance, not part of the ID.
 	Commit  string    `json:"commit"`
@@ -77,6 +79,8 @@ type releaseContent struct {
 	Resources  Resources         `json:"resources"`
 	Restart    Restart           `json:"restart"`
 	Internal   bool              `json:"internal"`
+	// ReadOnly is left out when false, so releases made before it existed keep their IDs.
+	ReadOnly bool `json:"read_only,omitempty"`
 }
 
 // ComputeID returns the content hash a release's ID must be: 20 hex digits of SHA-256, short
@@ -85,7 +89,7 @@ func (r *Release) ComputeID() string {
 	b, err := json.Marshal(releaseContent{
 		Formation: r.Formation, Service: r.Service, Image: r.Image, Env: r.Env,
 		Entrypoint: r.Entrypoint, Command: r.Command, Ports: r.Ports, Check: r.Check,
-		Resources: r.Resources, Restart: r.Restart, Internal: r.Internal,
+		Resources: r.Resources, Restart: r.Restart, Internal: r.Internal, ReadOnly: r.ReadOnly,
 	})
 	if err != nil {
 		panic(fmt.Sprintf("state: marshal release content: %v", err)) // plain data: cannot fail
@@ -137,6 +141,10 @@ type DesiredService struct {
 	// Pin holds the service on a release (a rollback): new commits build and make
 	// releases, but do not deploy until it is lifted.
 	Pin *Pin `json:"pin,omitempty"`
+	// Canary runs Scale instances of Release beside the service's target, set by hand
+	// (`gilliam-sync canary`), outside roll-outs and scale, until promoted (its release
+	// becomes Latest and rolls out from its running instances) or aborted.
+	Canary *Canary `json:"canary,omitempty"`
 	// FileScale is the scale gilliam.yml gives at the latest commit. ScaleOverride is set
 	// by `gilliam-sync scale` and holds until FileScale changes.
 	FileScale     int  `json:"file_scale"`
@@ -156,6 +164,13 @@ type Rollout struct {
 	To      string    `json:"to"`
 	Started time.Time `json:"started"`
 	Cause   string    `json:"cause"` // push, config, rollback, unpin
+}
+
+// Canary is a release run at a small scale beside the service's target.
+type Canary struct {
+	Release string    `json:"release"`
+	Scale   int       `json:"scale"`
+	Since   time.Time `json:"since"`
 }
 
 // Pin is a rollback: the service stays on Release.
@@ -207,21 +222,15 @@ type Constraint struct {
 // Instance is one running copy of a release, placed on one host.
 type Instance struct {
 	// ID is stable and unique: formation-service-release-index (InstanceID). The host
-	// running it puts it in the container's name, gilliam-<host>-<instance>, and in the
-	// ID of its Consul registration, <instance>@<host>, whose meta "instance" holds the ID
-	// alone (hostd.RegistrationID): two hosts never share a name for one instance.
+	// running it puts it in the container's name, gilliam-<host>-<instance>
+	// (ContainerName), and in the ID of its Consul registration, <instance>@<host>
+	// (RegistrationID), whose meta "instance" holds the ID alone: two hosts never share a
+	// name for one instance.
 	ID        string `json:"id"`
 	Formation string `json:"formation"`
 	Service   string `json:"service"`
 	Release   string `json:"release"`
 	Index     int    `json:"index"`
-}
-
-// InstanceID is the ID of the index-th instance of a release. Formation and service names
-// are DNS labels and release IDs are hex, so the ID is a DNS label and can be part of a
-// container name and of a Consul service ID (with the host, see Instance.ID).
-func InstanceID(formation, service, release string, index int) string {
-	return fmt.Sprintf("%s-%s-%s-%d", formation, service, shortID(release), index)
 }
 
 func shortID(release string) string {
@@ -308,6 +317,22 @@ type ObservedTarget struct {
 	// was removed (closed, expired): it is not created again for the same commit.
 	Preview  bool `json:"preview,omitempty"`
 	TornDown bool `json:"torn_down,omitempty"`
+	// Error is why Commit was not deployed, when it was refused before it had a formation
+	// of its own (a formation name another source owns): `status` shows it.
+	Error string `json:"error,omitempty"`
+}
+
+// Claim says which source owns a formation name: the first (repository, file) to deploy
+// it. Another source naming the same formation is refused, so it can neither overwrite its
+// desired state nor receive its config vars; `gilliam-sync formations transfer` moves it.
+type Claim struct {
+	Formation string `json:"formation"`
+	// Repo is the repository's key (gitwatch.CacheName of its URL); URL its sanitized URL,
+	// for people.
+	Repo  string    `json:"repo"`
+	URL   string    `json:"url"`
+	File  string    `json:"file"`
+	Since time.Time `json:"since"`
 }
 
 // PlacementReport is what the scheduler could not place, and why, as of its last change:
@@ -342,6 +367,9 @@ type HostStatus struct {
 	// Strays are containers with this host's labels that no assignment names (short
 	// container IDs): they are removed once they have been strays for the grace period.
 	Strays []string `json:"strays,omitempty"`
+	// ImagesRemoved are the last images the host removed (its own pulls that no assignment
+	// named for its image GC grace), newest last.
+	ImagesRemoved []RemovedImage `json:"images_removed,omitempty"`
 	// Started is when the host daemon started, so a restart shows.
 	Started time.Time `json:"started,omitzero"`
 	// Updated is when this report was written; a host daemon rewrites it at least every
@@ -373,4 +401,18 @@ type InstanceStatus struct {
 	NextRestart time.Time `json:"next_restart,omitzero"`
 	Logs        []string  `json:"logs,omitempty"`
 	Error       string    `json:"error,omitempty"`
+	// RestartReason is why the instance was last restarted: "crash" (it exited) or
+	// "unhealthy" (its check stayed critical past its grace). UnhealthyRestarts counts the
+	// restarts for the second reason on this host, for the leader to move an instance that
+	// keeps failing here.
+	RestartReason     string `json:"restart_reason,omitempty"`
+	UnhealthyRestarts int    `json:"unhealthy_restarts,omitempty"`
+}
+
+// RemovedImage is an image a host daemon removed because no assignment had named it for
+// its grace period.
+type RemovedImage struct {
+	Image   string    `json:"image"`
+	Bytes   int64     `json:"bytes,omitempty"`
+	Removed time.Time `json:"removed"`
 }

@@ -2,14 +2,14 @@ package sync
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"sort"
 	"time"
 
 	"github.com/gilliam-sync/gilliam-sync/build"
 	"github.com/gilliam-sync/gilliam-sync/gitwatch"
-	"github.com/gilliam-sync/gilliam-sync/placement"
-	"github.com/gilliam-sync/gilliam-sync/schema"
 	"github.com/gilliam-sync/gilliam-sync/state"
 )
 
@@ -30,6 +30,10 @@ type PlanResult struct {
 	Start    []state.Assignment       `json:"start,omitempty"`
 	Stop     []state.Assignment       `json:"stop,omitempty"`
 	Unplaced []state.UnplacedInstance `json:"unplaced,omitempty"`
+	// Error is why the commit would not deploy (an invalid gilliam.yml, say).
+	Error string `json:"error,omitempty"`
+	// Actions are the leader's decisions, in order, as the plan applied them.
+	Actions []string `json:"actions"`
 }
 
 // PlannedService is what would happen to one service.
@@ -46,171 +50,204 @@ type PlannedService struct {
 	Action  string `json:"action"`
 }
 
-// Plan works out what deploying a commit of repo (a gilliam.yml at file) would build,
-// release, start and stop, reading Consul and the registry but writing nothing.
-func Plan(ctx context.Context, store *state.Store, lookup Lookup, repo *gitwatch.Repo, file, commit string, now time.Time) (*PlanResult, error) {
-	data, err := repo.ReadFile(commit, file)
-	if err != nil {
+// notBuilt stands for the image of a service the deploy would build first.
+const notBuilt = "(built by the deploy)"
+
+// Plan is what the leader would do with a commit of repo's ref (a gilliam.yml at file, one
+// of the repository's configs):
+// Reconcile itself, run on what Consul holds now, with an executor that looks images up
+// instead of building them and applies each decision to a copy of the world instead of
+// Consul, until nothing is left to decide. Instances are taken to pass their checks at
+// once, so roll-outs run to their end. Nothing is written.
+func Plan(ctx context.Context, store *state.Store, lookup Lookup, repo *gitwatch.Repo, ref, file string, configs []string, commit string, now time.Time, policy Policy) (*PlanResult, error) {
+	obs := newObserver(store, nil, func() time.Time { return now }, slog.New(slog.DiscardHandler), func() {})
+	if err := obs.refresh(ctx); err != nil {
 		return nil, err
 	}
-	f, err := schema.Parse(file, data)
-	if err != nil {
-		return nil, err
+	world := obs.World()
+	t := Target{Repo: gitwatch.CacheName(repo.URL), RepoURL: gitwatch.Sanitize(repo.URL), Ref: gitwatch.FullRef(ref), File: file,
+		Commit: commit, Kind: gitwatch.RefDeployed, Source: readSource(repo, commit, file, configs)}
+	world.Repos = []RepoView{{Key: t.Repo, URL: t.RepoURL, Targets: []Target{t}}}
+	res := &PlanResult{Formation: formationName(t, t.Source.Formation), Commit: commit}
+	before := world.KV
+	dry := &dryRun{world: world, lookup: lookup, res: res, mem: Memory{InFlight: map[string]string{}, Images: map[string]ImagesOutcome{},
+		Retries: map[string]RetryState{}, Deregistered: map[string]bool{}}}
+	world.KV = before.Clone()
+	for i := 0; i < 100; i++ {
+		dec := Reconcile(Input{World: dry.world, Memory: dry.mem, Policy: policy})
+		progressed := false
+		for _, a := range dec.Actions {
+			res.Actions = append(res.Actions, a.String())
+			p, err := dry.apply(ctx, a)
+			if err != nil {
+				return nil, err
+			}
+			progressed = progressed || p
+		}
+		if !progressed {
+			break
+		}
 	}
-	name := f.Name
-	if name == "" {
-		name = schema.DefaultName(repo.URL)
+	res.Start, res.Stop = moves(before.Assignments, dry.world.KV.Assignments, false), moves(before.Assignments, dry.world.KV.Assignments, true)
+	dry.describe(before)
+	return res, nil
+}
+
+// dryRun is the plan's executor.
+type dryRun struct {
+	world  *World
+	lookup Lookup
+	mem    Memory
+	res    *PlanResult
+	images map[string]bool // services whose image would be built
+}
+
+// apply performs a decision on the copy of the world, and says whether it changed it.
+func (r *dryRun) apply(ctx context.Context, a Action) (bool, error) {
+	kv := r.world.KV
+	switch a := a.(type) {
+	case ResolveImages:
+		out := ImagesOutcome{Commit: a.Target.Commit, Images: map[string]string{}}
+		r.images = map[string]bool{}
+		for _, req := range a.Requests {
+			if req.TreeHash != "" {
+				req.Source = func(string) error { return errors.New("plan never builds") }
+			}
+			image, found, err := r.lookup.Lookup(ctx, req)
+			if err != nil {
+				return false, fmt.Errorf("service %s: %w", req.Service, err)
+			}
+			if !found {
+				image, r.images[req.Service] = notBuilt, true
+			}
+			out.Images[req.Service] = image
+		}
+		r.mem.Images[a.Target.ID()] = out
+	case Deploy:
+		kv.Desired[a.Desired.Formation] = a.Desired
+		if kv.Releases[a.Desired.Formation] == nil {
+			kv.Releases[a.Desired.Formation] = map[string]*state.Release{}
+		}
+		for _, rel := range a.Releases {
+			kv.Releases[rel.Formation][rel.ID] = rel
+		}
+		kv.Status[a.Status.Formation], kv.Observed[a.Observed.Repo] = a.Status, a.Observed
+		if a.Claim != nil {
+			kv.Claims[a.Claim.Formation] = a.Claim
+		}
+		if a.Routes != nil {
+			kv.Routes[a.Routes.Formation] = a.Routes
+		}
+	case Advance:
+		kv.Desired[a.Desired.Formation], kv.History[a.Desired.Formation] = a.Desired, a.History
+	case Teardown:
+		kv.Desired[a.Desired.Formation], kv.Status[a.Status.Formation], kv.Observed[a.Observed.Repo] = a.Desired, a.Status, a.Observed
+	case Place:
+		for _, as := range a.Assignments {
+			kv.Assignments[as.Host] = as
+			for _, inst := range as.Instances {
+				if _, ok := r.world.PassingSince[inst.ID]; !ok {
+					r.world.PassingSince[inst.ID] = r.world.Now.Add(-24 * time.Hour) // taken to pass
+				}
+			}
+		}
+		if a.Report != nil {
+			kv.Placement = a.Report
+			r.res.Unplaced = a.Report.Unplaced
+		}
+		return len(a.Assignments) > 0, nil
+	case Record:
+		if a.Observed != nil {
+			kv.Observed[a.Observed.Repo] = a.Observed
+		}
+		if a.Status != nil {
+			kv.Status[a.Status.Formation] = a.Status
+		}
+		r.res.Error = a.Why
+		return false, nil
+	case Retry:
+		r.res.Error = a.Err
+		return false, nil
+	default: // notices, collections, deletions: nothing the plan follows
+		return false, nil
 	}
-	res := &PlanResult{Formation: name, Commit: commit}
-	config, _, err := store.Config(ctx, name)
-	if err != nil {
-		return nil, err
-	}
-	current, _, err := store.Desired(ctx, name)
-	if err != nil {
-		return nil, err
+	return true, nil
+}
+
+// describe fills in what happens to each service of the planned formation, from the
+// world before and after.
+func (r *dryRun) describe(before *state.Snapshot) {
+	f := r.res.Formation
+	after, current := r.world.KV.Desired[f], before.Desired[f]
+	if after == nil {
+		return
 	}
 	if current == nil {
-		current = &state.Desired{Formation: name, Services: map[string]state.DesiredService{}}
+		current = &state.Desired{Services: map[string]state.DesiredService{}}
 	}
-
-	next := &state.Desired{Formation: name, Services: map[string]state.DesiredService{}}
-	planned := map[string]*state.Release{}
-	for _, svcName := range f.StartOrder() {
-		svc := f.Services[svcName]
-		req := build.Request{Formation: name, Service: svcName, Kind: svc.Type, Image: svc.Image, Commit: commit}
-		if svc.Built() {
-			if req.TreeHash, err = repo.TreeHash(commit, svc.Path); err != nil {
-				return nil, fmt.Errorf("service %s: path %s: %w", svcName, svc.Path, err)
+	names := make([]string, 0, len(after.Services))
+	for n := range after.Services {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		ds, was := after.Services[n], current.Services[n]
+		ps := PlannedService{Name: n, Build: r.images[n], Running: settled(was.Deployments), Scale: ds.Scale()}
+		if rel := r.world.KV.Releases[f][ds.Latest]; rel != nil {
+			ps.Image = rel.Image
+			if !ps.Build {
+				ps.Release = rel.ID
 			}
-			req.Env = build.BuildEnv(svc.Env)
-			req.Source = func(string) error { return fmt.Errorf("plan never builds") }
 		}
-		image, found, err := lookup.Lookup(ctx, req)
-		if err != nil {
-			return nil, err
-		}
-		ps := PlannedService{Name: svcName, Build: !found, Image: image}
-		if !found {
-			image = "(built by the deploy)"
-		}
-		rel := newRelease(name, svc, image, config, commit, "push", now)
-		planned[svcName] = rel
-		if found {
-			ps.Release = rel.ID
-		}
-		ds := current.Services[svcName]
-		ps.Running = settled(ds.Deployments)
-		scale := svc.Scale
-		if ds.ScaleOverride != nil && ds.FileScale == svc.Scale {
-			scale = *ds.ScaleOverride
-		}
-		ps.Scale = scale
-		target := rel.ID
 		switch {
 		case ds.Pin != nil:
-			target = ds.Pin.Release
 			ps.Action = fmt.Sprintf("pinned to %s: the new release would be made but not deployed", short(ds.Pin.Release))
 		case ps.Running == "":
-			ps.Action = fmt.Sprintf("start at scale %d", scale)
-		case found && rel.ID == ps.Running:
+			ps.Action = fmt.Sprintf("start at scale %d", ps.Scale)
+		case ds.Latest == ps.Running:
 			ps.Action = "unchanged"
-			if d := ds.Deployments; len(d) == 1 && d[0].Scale != scale {
-				ps.Action = fmt.Sprintf("scale %d to %d", d[0].Scale, scale)
+			if d := was.Deployments; len(d) == 1 && d[0].Scale != ps.Scale {
+				ps.Action = fmt.Sprintf("scale %d to %d", d[0].Scale, ps.Scale)
 			}
 		default:
-			ps.Action = fmt.Sprintf("roll out a new release, replacing %s, at scale %d", short(ps.Running), scale)
+			ps.Action = fmt.Sprintf("roll out a new release, replacing %s, at scale %d", short(ps.Running), ps.Scale)
 		}
 		if ps.Build {
 			ps.Action = "build, then " + ps.Action
 		}
-		res.Services = append(res.Services, ps)
-		next.Services[svcName] = state.DesiredService{Deployments: []state.Deployment{{Release: target, Scale: scale}}}
+		r.res.Services = append(r.res.Services, ps)
 	}
-	for svcName := range current.Services {
-		if f.Services[svcName] == nil {
-			res.Services = append(res.Services, PlannedService{Name: svcName, Running: settled(current.Services[svcName].Deployments),
-				Action: "stop: no longer in " + file})
+	for n, was := range current.Services {
+		if _, ok := after.Services[n]; !ok {
+			r.res.Services = append(r.res.Services, PlannedService{Name: n, Running: settled(was.Deployments), Action: "stop: no longer in the file"})
 		}
 	}
+}
 
-	// Placement of the formation as it would settle, with every other formation as it is.
-	hosts, err := store.Hosts(ctx)
-	if err != nil {
-		return nil, err
+// moves are the instances that start (or, with stopped, stop) between two sets of
+// assignments, by host.
+func moves(before, after map[string]*state.Assignment, stopped bool) []state.Assignment {
+	if stopped {
+		before, after = after, before
 	}
-	var phosts []placement.Host
-	for _, h := range hosts {
-		ph := placement.Host{ID: h.ID, Labels: h.Labels, Capacity: placement.Resources{CPU: h.Capacity.CPU, Memory: h.Capacity.Memory}}
-		if !h.Passing {
-			ph.CriticalSince = now
-		}
-		phosts = append(phosts, ph)
-	}
-	formations, err := store.Formations(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var desired []placement.Instance
-	instances := map[string]state.Instance{}
-	for _, other := range formations {
-		d := next
-		if other != name {
-			if d, _, err = store.Desired(ctx, other); err != nil {
-				return nil, err
-			}
-			if d == nil {
-				continue
-			}
-		}
-		for _, inst := range d.Instances() {
-			rel := planned[inst.Service]
-			if other != name || rel == nil || rel.ID != inst.Release {
-				if rel, err = store.Release(ctx, other, inst.Release); err != nil || rel == nil {
-					return nil, fmt.Errorf("release %s of %s: %v", inst.Release, other, err)
-				}
-			}
-			instances[inst.ID] = inst
-			desired = append(desired, placement.Instance{ID: inst.ID, Formation: other, Service: inst.Service, Release: inst.Release,
-				Resources: placement.Resources{CPU: rel.Resources.CPU, Memory: rel.Resources.Memory}})
-		}
-	}
-	assigned, _, err := store.Assignments(ctx)
-	if err != nil {
-		return nil, err
-	}
-	currentIDs := map[string][]string{}
-	for h, a := range assigned {
+	had := map[string]bool{}
+	for h, a := range before {
 		for _, i := range a.Instances {
-			currentIDs[h] = append(currentIDs[h], i.ID)
+			had[h+" "+i.ID] = true
 		}
 	}
-	p := placement.Plan(desired, phosts, currentIDs, now, placement.Options{})
-	moves := func(ms []placement.Move) []state.Assignment {
-		byHost := map[string]*state.Assignment{}
-		for _, m := range ms {
-			a := byHost[m.Host]
-			if a == nil {
-				a = &state.Assignment{Host: m.Host}
-				byHost[m.Host] = a
+	var out []state.Assignment
+	for h, a := range after {
+		m := state.Assignment{Host: h}
+		for _, i := range a.Instances {
+			if !had[h+" "+i.ID] {
+				m.Instances = append(m.Instances, i)
 			}
-			inst, ok := instances[m.Instance.ID]
-			if !ok {
-				inst = state.Instance{ID: m.Instance.ID}
-			}
-			a.Instances = append(a.Instances, inst)
 		}
-		var out []state.Assignment
-		for _, a := range byHost {
-			out = append(out, *a)
+		if len(m.Instances) > 0 {
+			out = append(out, m)
 		}
-		sort.Slice(out, func(i, j int) bool { return out[i].Host < out[j].Host })
-		return out
 	}
-	res.Start, res.Stop = moves(p.Start), moves(p.Stop)
-	for _, u := range p.Unplaced {
-		res.Unplaced = append(res.Unplaced, state.UnplacedInstance{Instance: u.Instance.ID, Formation: u.Instance.Formation,
-			Service: u.Instance.Service, Reason: u.Reason})
-	}
-	return res, nil
+	sort.Slice(out, func(i, j int) bool { return out[i].Host < out[j].Host })
+	return out
 }

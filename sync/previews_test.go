@@ -86,7 +86,7 @@ previews:
 	now := func() time.Time { return time.Now().Add(time.Duration(jump.Load())) }
 	proxied := strings.Replace(repo.URL, gitsrv.URL, proxy.URL, 1)
 	s, err := sync.New(sync.Config{
-		Repos:   []gitwatch.RepoConfig{{URL: proxied, Forge: gitwatch.GitHub, Previews: &gitwatch.Previews{PullRequests: true}}},
+		Repos:   []gitwatch.RepoConfig{{URL: proxied, Forge: gitwatch.GitHub, Previews: &gitwatch.Previews{PullRequests: true, Forks: true}}},
 		DataDir: t.TempDir(), MaxPreviews: 1, Now: now,
 	}, store, nil)
 	if err != nil {

@@ -141,3 +141,29 @@ func orNone(s string) string {
 	}
 	return s
 }
+
+// withCanary runs advance on a service with a canary: the canary's instances are set
+// aside, the service advances as if they were not there, and they are put back, last, at
+// the canary's scale. It says what changed for the canary ("" when nothing did).
+func withCanary(formation, service string, ds state.DesiredService, passing Passing, now time.Time, blocked bool) (state.DesiredService, string, string) {
+	c := ds.Canary
+	if c == nil || c.Release == ds.Target() {
+		after, what := advance(formation, service, ds, passing, now, blocked)
+		return after, what, ""
+	}
+	base, had := ds, 0
+	base.Deployments = nil
+	for _, d := range ds.Deployments {
+		if d.Release == c.Release {
+			had = d.Scale
+			continue
+		}
+		base.Deployments = append(base.Deployments, d)
+	}
+	after, what := advance(formation, service, base, passing, now, blocked)
+	after.Deployments = append(after.Deployments, state.Deployment{Release: c.Release, Scale: c.Scale})
+	if had == c.Scale {
+		return after, what, ""
+	}
+	return after, what, fmt.Sprintf("canary: release %s at scale %d beside %s", short(c.Release), c.Scale, short(after.Target()))
+}

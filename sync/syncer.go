@@ -11,10 +11,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/consul/api"
-
 	"github.com/gilliam-sync/gilliam-sync/build"
 	"github.com/gilliam-sync/gilliam-sync/gitwatch"
+	"github.com/gilliam-sync/gilliam-sync/internal/fault"
 	"github.com/gilliam-sync/gilliam-sync/placement"
 	"github.com/gilliam-sync/gilliam-sync/state"
 )
@@ -26,10 +25,14 @@ type Config struct {
 	Repos []gitwatch.RepoConfig
 	// DataDir holds the repositories' caches.
 	DataDir string
-	// Interval is how often the leader reconciles (default 2s): releases, roll-outs and
-	// placement. Repositories are polled on their own intervals, and a webhook or a moved
-	// ref starts a pass at once.
+	// Interval is the longest the leader goes without deciding (default 30s). It decides
+	// at once whenever Consul's state, a host or an instance's health changes (blocking
+	// queries), a ref moves, or an image is ready, and at the times its decisions name
+	// (a retry, a deadline, a TTL): the interval is only a safety net.
 	Interval time.Duration
+	// RetryBase and RetryMax bound the backoff between attempts at a commit that failed
+	// in a way retrying can fix (default 2s, doubling, at most 1m).
+	RetryBase, RetryMax time.Duration
 	// ID names this daemon in the leader lock and the log (default: hostname and pid).
 	ID string
 	// LockTTL is the TTL of the leader's Consul session (default 15s, at least 10s); a
@@ -41,6 +44,10 @@ type Config struct {
 	// KeepReleases is how many releases per service are kept besides those in use
 	// (default 10).
 	KeepReleases int
+	// MaxInstances caps the instances one formation may ask for, over all its services
+	// (default 500): a gilliam.yml past it is refused, so one repository cannot ask the
+	// scheduler for more than the operator allows.
+	MaxInstances int
 	// MaxPreviews caps the preview formations alive at once, over every repository
 	// (default 10): a pull request beyond it gets none until another goes.
 	MaxPreviews int
@@ -61,61 +68,69 @@ type Builder interface {
 
 var _ Builder = (*build.Builder)(nil)
 
-// Syncer is the control plane: it follows repositories, turns each new commit into builds,
-// releases and a desired formation, rolls releases out, and keeps every host's assignment
-// placed.
+// Syncer is the control plane, built as observe, decide, apply: an observer follows
+// Consul and the repositories; Reconcile, a pure function, decides; an executor applies
+// the decision and remembers what the next one must know.
 type Syncer struct {
 	cfg     Config
 	store   *state.Store
-	builder Builder
 	log     *slog.Logger
 	repos   []*repoState
-	kick    chan struct{} // a ref moved or a deploy finished: reconcile now
-
-	deploys stdsync.WaitGroup // deploys in flight
+	kick    chan struct{} // something changed: decide now
+	obs     *observer
+	exec    *executor
 	leading atomic.Bool
-
-	mu       stdsync.Mutex
-	inflight map[string]string         // target key -> commit being deployed
-	releases map[string]*state.Release // immutable, so cached forever
-	critical map[string]time.Time      // host -> when its liveness check was first seen failing
-	passing  map[string]Passing        // Consul service -> its passing instances, since when
-	unplaced string                    // the last unplaced report written, to write and log only changes
-	reported bool                      // whether unplaced has been written once
-	logged   map[string]bool           // one-time notices already logged
 }
 
-// repoState is one repository: its watcher and what was done with its refs.
+// repoState is one repository and its watcher.
 type repoState struct {
-	cfg     gitwatch.RepoConfig
-	w       *gitwatch.Watcher
-	key     string // folder-safe name, for the cache and the observed key
-	started time.Time
-
-	mu       stdsync.Mutex
-	observed *state.Observed // loaded when leadership starts
+	cfg gitwatch.RepoConfig
+	w   *gitwatch.Watcher
+	key string // folder-safe name, for the cache and the observed key
 }
 
 // New returns a syncer; Run starts it. builder may be nil when no repository holds a
 // service that builds (tests of image services).
 func New(cfg Config, store *state.Store, builder Builder) (*Syncer, error) {
-	if cfg.Interval == 0 {
-		cfg.Interval = 2 * time.Second
+	cfg = withDefaults(cfg)
+	if err := gitwatch.ValidateRepos(cfg.Repos); err != nil {
+		return nil, err
 	}
-	if cfg.LockTTL == 0 {
-		cfg.LockTTL = 15 * time.Second
+	s := &Syncer{cfg: cfg, store: store, log: cfg.Logger, kick: make(chan struct{}, 1)}
+	s.exec = newExecutor(store, builder, cfg.Logger, cfg.Failpoint, s.poke)
+	for _, rc := range cfg.Repos {
+		w, err := gitwatch.Watch(rc, filepath.Join(cfg.DataDir, "repos"), cfg.Logger)
+		if err != nil {
+			return nil, err
+		}
+		r := &repoState{cfg: w.Config(), w: w, key: gitwatch.CacheName(rc.URL)}
+		s.repos = append(s.repos, r)
+		s.exec.repos[r.key] = w.Repo()
 	}
-	if cfg.LockDelay == 0 {
-		cfg.LockDelay = 5 * time.Second
+	s.obs = newObserver(store, s.repos, cfg.Now, cfg.Logger, s.poke)
+	return s, nil
+}
+
+func withDefaults(cfg Config) Config {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
 	}
+	def(&cfg.Interval, 30*time.Second)
+	def(&cfg.LockTTL, 15*time.Second)
+	def(&cfg.LockDelay, 5*time.Second)
+	def(&cfg.Placement.DeadAfter, 10*time.Second)
+	def(&cfg.RetryBase, 2*time.Second)
+	def(&cfg.RetryMax, time.Minute)
 	if cfg.KeepReleases == 0 {
 		cfg.KeepReleases = 10
 	}
 	if cfg.MaxPreviews == 0 {
 		cfg.MaxPreviews = 10
 	}
-	if cfg.Placement.DeadAfter == 0 {
-		cfg.Placement.DeadAfter = 10 * time.Second
+	if cfg.MaxInstances == 0 {
+		cfg.MaxInstances = 500
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -130,20 +145,17 @@ func New(cfg Config, store *state.Store, builder Builder) (*Syncer, error) {
 	if cfg.Failpoint == nil {
 		cfg.Failpoint = func(string) {}
 	}
-	if err := gitwatch.ValidateRepos(cfg.Repos); err != nil {
-		return nil, err
-	}
-	s := &Syncer{cfg: cfg, store: store, builder: builder, log: cfg.Logger, kick: make(chan struct{}, 1),
-		inflight: map[string]string{}, releases: map[string]*state.Release{}, critical: map[string]time.Time{},
-		passing: map[string]Passing{}, logged: map[string]bool{}}
-	for _, rc := range cfg.Repos {
-		w, err := gitwatch.Watch(rc, filepath.Join(cfg.DataDir, "repos"), cfg.Logger)
-		if err != nil {
-			return nil, err
-		}
-		s.repos = append(s.repos, &repoState{cfg: w.Config(), w: w, key: gitwatch.CacheName(rc.URL), started: time.Now()})
-	}
-	return s, nil
+	return cfg
+}
+
+func (s *Syncer) policy() Policy { return s.cfg.Policy() }
+
+// Policy is the decisions' part of a configuration, defaults filled in: what `plan`
+// decides with.
+func (c Config) Policy() Policy {
+	c = withDefaults(c)
+	return Policy{KeepReleases: c.KeepReleases, MaxPreviews: c.MaxPreviews, MaxInstances: c.MaxInstances, Placement: c.Placement,
+		Retry: fault.Backoff{Base: c.RetryBase, Max: c.RetryMax}}
 }
 
 // Watchers are the repositories' watchers, for a webhook receiver to trigger.
@@ -156,8 +168,7 @@ func (s *Syncer) Watchers() []*gitwatch.Watcher {
 }
 
 // Run polls the repositories (leader or not: a standby keeps its caches warm), contends
-// for leadership and, while leading, reconciles every Interval and whenever a ref moves,
-// until ctx ends.
+// for leadership and, while leading, decides and applies until ctx ends.
 func (s *Syncer) Run(ctx context.Context) error {
 	events := make(chan gitwatch.Event)
 	var watchers stdsync.WaitGroup
@@ -176,22 +187,15 @@ func (s *Syncer) Run(ctx context.Context) error {
 		}
 	}()
 	defer watchers.Wait()
-
 	for ctx.Err() == nil {
-		lock, err := s.store.Client().LockOpts(&api.LockOptions{
-			Key:         s.store.LeaderKey(),
-			Value:       []byte(s.cfg.ID),
-			SessionName: "gilliam-sync leader " + s.cfg.ID,
-			SessionTTL:  s.cfg.LockTTL.String(),
-			LockDelay:   s.cfg.LockDelay,
-		})
+		lock, err := s.store.LeaderLock(s.cfg.ID, s.cfg.LockTTL, s.cfg.LockDelay)
 		if err != nil {
 			return fmt.Errorf("leader lock: %w", err)
 		}
 		lost, err := lock.Lock(ctx.Done())
 		if err != nil {
 			s.log.Warn("leader lock failing", "err", err)
-			sleep(ctx, s.cfg.Interval)
+			sleep(ctx, 2*time.Second)
 			continue
 		}
 		if lost == nil { // ctx ended while waiting
@@ -217,13 +221,19 @@ func (s *Syncer) poke() {
 // Leading reports whether this daemon leads now.
 func (s *Syncer) Leading() bool { return s.leading.Load() }
 
+// lead follows Consul and decides until leadership is lost or ctx ends.
 func (s *Syncer) lead(ctx context.Context, lost <-chan struct{}) {
 	ctx, cancel := context.WithCancel(ctx)
 	s.leading.Store(true)
+	s.exec.forget() // a new leader reads what was done, rather than trusting what it remembers
+	var following stdsync.WaitGroup
+	following.Add(1)
+	go func() { defer following.Done(); s.obs.follow(ctx) }()
 	defer func() {
 		s.leading.Store(false)
 		cancel()
-		s.deploys.Wait()
+		following.Wait()
+		s.exec.work.Wait()
 	}()
 	go func() {
 		select {
@@ -232,15 +242,12 @@ func (s *Syncer) lead(ctx context.Context, lost <-chan struct{}) {
 		case <-ctx.Done():
 		}
 	}()
-	// A new leader reads what was done, rather than trusting what it remembers.
-	for _, r := range s.repos {
-		r.mu.Lock()
-		r.observed = nil
-		r.mu.Unlock()
-	}
+	s.obs.ready(ctx) // never decide on a partial picture
 	failing := false
 	for ctx.Err() == nil {
-		err := s.ReconcileOnce(ctx)
+		world := s.obs.World()
+		dec := Reconcile(Input{World: world, Memory: s.exec.Memory(), Policy: s.policy()})
+		wrote, err := s.exec.Apply(ctx, dec.Actions)
 		switch {
 		case err != nil && !failing && ctx.Err() == nil:
 			s.log.Warn("reconcile failing", "err", err)
@@ -249,11 +256,29 @@ func (s *Syncer) lead(ctx context.Context, lost <-chan struct{}) {
 			s.log.Info("reconcile recovered")
 			failing = false
 		}
-		select {
-		case <-ctx.Done():
-		case <-s.kick:
-		case <-time.After(s.cfg.Interval):
+		if wrote {
+			s.obs.waitPast(ctx, world.KV.Index, 2*time.Second) // decide next on a snapshot that holds the writes
+			continue
 		}
+		s.idle(ctx, dec.Wake, failing)
+	}
+}
+
+// idle waits for a change, the decision's wake time, or the safety interval.
+func (s *Syncer) idle(ctx context.Context, wake time.Time, failing bool) {
+	d := s.cfg.Interval
+	if failing {
+		d = min(d, s.cfg.RetryBase)
+	}
+	if !wake.IsZero() {
+		d = min(d, max(wake.Sub(s.cfg.Now()), 10*time.Millisecond))
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-s.kick:
+	case <-t.C:
 	}
 }
 
@@ -268,28 +293,33 @@ func (s *Syncer) PollOnce(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// ReconcileOnce is one pass of the leader: start releasing the commits (and config
-// changes) not yet handled, tear down the previews that are gone or expired, advance every
-// service towards its target release and scale, and place what is desired on the live
-// hosts. Releases, which may build, run in the background and start another pass when done.
-func (s *Syncer) ReconcileOnce(ctx context.Context) error {
-	var errs []error
-	for _, r := range s.repos {
-		errs = append(errs, s.reconcileRepo(ctx, r))
+// ReconcileOnce reads Consul once (no blocking), decides and applies: one pass of the
+// leader. Image resolutions it starts run in the background.
+func (s *Syncer) ReconcileOnce(ctx context.Context) (wrote bool, more bool, err error) {
+	if err := s.obs.refresh(ctx); err != nil {
+		return false, false, err
 	}
-	errs = append(errs, s.finishTeardowns(ctx), s.advanceAll(ctx))
-	s.cfg.Failpoint("before-place")
-	errs = append(errs, s.place(ctx))
-	return errors.Join(errs...)
+	dec := Reconcile(Input{World: s.obs.World(), Memory: s.exec.Memory(), Policy: s.policy()})
+	wrote, err = s.exec.Apply(ctx, dec.Actions)
+	return wrote, len(dec.Actions) > 0, err
 }
 
-// SyncOnce polls, reconciles, waits for the releases it started, and reconciles again: one
-// complete pass, for tests and one-shot use.
+// SyncOnce polls, then decides and applies until nothing is left to do now (waiting for
+// the images it needs): one complete pass, for tests and one-shot use.
 func (s *Syncer) SyncOnce(ctx context.Context) error {
 	err := s.PollOnce(ctx)
-	err = errors.Join(err, s.ReconcileOnce(ctx))
-	s.deploys.Wait()
-	return errors.Join(err, s.ReconcileOnce(ctx))
+	for i := 0; i < 20 && ctx.Err() == nil; i++ {
+		before := s.exec.resolutions.Load()
+		wrote, _, rerr := s.ReconcileOnce(ctx)
+		s.exec.work.Wait()
+		if rerr != nil {
+			return errors.Join(err, rerr)
+		}
+		if !wrote && s.exec.resolutions.Load() == before {
+			break // nothing written and no image came: nothing more to do now
+		}
+	}
+	return err
 }
 
 func sleep(ctx context.Context, d time.Duration) {

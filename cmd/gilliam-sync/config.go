@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/google/go-containerregistry/pkg/authn"
 	"io"
 	"os"
 	"time"
 
+	units "github.com/docker/go-units"
 	"gopkg.in/yaml.v3"
 
 	"github.com/gilliam-sync/gilliam-sync/build"
@@ -22,7 +24,11 @@ type daemonConfig struct {
 	// Registry is where images are published (host:port); Builder the buildpack builder.
 	Registry string `yaml:"registry"`
 	Builder  string `yaml:"builder"`
-	// Interval is how often the leader reconciles.
+	// keychain holds the registry credentials the builder pushes with; nil is the Docker
+	// keychain (DOCKER_CONFIG). gilliam-sync up sets it for its embedded registry.
+	keychain authn.Keychain
+	// Interval is the longest the leader goes without deciding (a safety net: it decides
+	// on every change it follows).
 	Interval time.Duration `yaml:"interval"`
 	Leader   struct {
 		ID        string        `yaml:"id"`
@@ -40,19 +46,36 @@ type daemonConfig struct {
 		// release uses (see gilliam-sync gc); GCGrace spares what was built this recently.
 		GCInterval time.Duration `yaml:"gc_interval"`
 		GCGrace    time.Duration `yaml:"gc_grace"`
+		// Network is the Docker network build containers join: none (the default) or a
+		// network the operator made; never host. Memory (Docker's syntax: 2g, 512m), CPUs
+		// and Pids cap each build container. DockerfileURLs lets a Dockerfile ADD a URL,
+		// which the engine fetches from the host's network.
+		Network        string  `yaml:"network"`
+		Memory         string  `yaml:"memory"`
+		CPUs           float64 `yaml:"cpus"`
+		Pids           int64   `yaml:"pids"`
+		DockerfileURLs bool    `yaml:"dockerfile_urls"`
+		// AllowedRegistries are the registries images named in gilliam.yml (and base
+		// images a Dockerfile pulls) may come from; empty: any public registry.
+		// InsecureRegistries are reached over plain HTTP, and allowed.
+		AllowedRegistries  []string `yaml:"allowed_registries"`
+		InsecureRegistries []string `yaml:"insecure_registries"`
 	} `yaml:"builds"`
 	Releases struct {
 		Keep int `yaml:"keep"`
 	} `yaml:"releases"`
+	Limits struct {
+		// InstancesPerFormation caps the instances one formation may ask for, over all
+		// its services (default 500): a gilliam.yml past it is refused.
+		InstancesPerFormation int `yaml:"instances_per_formation"`
+	} `yaml:"limits"`
 	Previews struct {
 		Max int `yaml:"max"`
 	} `yaml:"previews"`
-	Webhooks struct {
-		// Listen is the address of the webhook receiver (POST /hooks/github, /hooks/gitlab,
-		// /hooks/gitea); empty: no receiver.
-		Listen string `yaml:"listen"`
-	} `yaml:"webhooks"`
-	Repos []gitwatch.RepoConfig `yaml:"repos"`
+	// Webhooks is the webhook receiver (POST /hooks/github, /hooks/gitlab, /hooks/gitea):
+	// listen address (empty: no receiver), TLS, timeouts and caps; see docs/gitwatch.md.
+	Webhooks gitwatch.ServerConfig `yaml:"webhooks"`
+	Repos    []gitwatch.RepoConfig `yaml:"repos"`
 }
 
 // defaults of the keys a file leaves out.
@@ -64,7 +87,7 @@ func (c *daemonConfig) defaults() {
 		c.Builder = build.DefaultBuilder
 	}
 	if c.Interval == 0 {
-		c.Interval = 2 * time.Second
+		c.Interval = 30 * time.Second
 	}
 	if c.Leader.LockTTL == 0 {
 		c.Leader.LockTTL = 15 * time.Second
@@ -117,5 +140,36 @@ func (c *daemonConfig) validate() error {
 	if err := gitwatch.ValidateRepos(c.Repos); err != nil {
 		errs = append(errs, err)
 	}
+	if c.Webhooks.Listen != "" {
+		if err := c.Webhooks.Validate(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if _, err := c.buildIsolation(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
+}
+
+// buildIsolation is the builds' isolation as build.Config takes it; build.New checks the
+// values and fills in the defaults.
+func (c *daemonConfig) buildIsolation() (build.Isolation, error) {
+	iso := build.Isolation{Network: c.Builds.Network, CPUs: c.Builds.CPUs, Pids: c.Builds.Pids,
+		DockerfileURLs: c.Builds.DockerfileURLs}
+	if c.Builds.Network == "host" {
+		return iso, errors.New("builds.network: host would give the code built the host's loopback (Consul, the registry); use none or a network of your own")
+	}
+	if c.Builds.Memory != "" {
+		m, err := units.RAMInBytes(c.Builds.Memory)
+		if err != nil {
+			return iso, fmt.Errorf("builds.memory: %w", err)
+		}
+		iso.Memory = m
+	}
+	return iso, nil
+}
+
+// buildRegistries is where images named by repositories may come from.
+func (c *daemonConfig) buildRegistries() build.Registries {
+	return build.Registries{Allowed: c.Builds.AllowedRegistries, Insecure: c.Builds.InsecureRegistries}
 }

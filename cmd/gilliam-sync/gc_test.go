@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/docker/docker/api/types/volume"
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/gilliam-sync/gilliam-sync/build"
@@ -26,7 +28,11 @@ func TestGCCommand(t *testing.T) {
 	ctx := context.Background()
 	consul := testenv.NewConsul(t)
 	d := testenv.NewDocker(t)
-	reg, err := registry.New(t.TempDir(), nil)
+	creds, err := registry.GenerateCredentials()
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := registry.New(t.TempDir(), nil, creds)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,8 +40,27 @@ func TestGCCommand(t *testing.T) {
 	defer srv.Close()
 	addr := strings.TrimPrefix(srv.URL, "http://")
 	f := "gccmd" + strings.ReplaceAll(time.Now().Format("150405.000000"), ".", "")
+	// The registry asks who you are: gc reads the push credential from a Docker config, as
+	// docs/security.md says to run it against gilliam-sync up's registry.
+	dockerConfig := t.TempDir()
+	if err := registry.WriteDockerConfig(filepath.Join(dockerConfig, "config.json"), addr, creds.Push); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("DOCKER_CONFIG", dockerConfig)
+	auth := remote.WithAuthFromKeychain(registry.Keychain(addr, creds.Push))
 
-	push := func(repo, tag string) string { return testenv.PushRandomImage(t, addr, repo, tag) }
+	push := func(repo, tag string) string {
+		img, err := random.Image(256, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ref, _ := name.NewTag(addr+"/"+repo+":"+tag, name.Insecure)
+		if err := remote.Write(ref, img, auth); err != nil {
+			t.Fatal(err)
+		}
+		digest, _ := img.Digest()
+		return addr + "/" + repo + "@" + digest.String()
+	}
 	released := push(f+"/web", "src-released")
 	unused := push(f+"/web", "src-unused")
 
@@ -67,7 +92,7 @@ func TestGCCommand(t *testing.T) {
 	}
 	present := func(ref string) bool {
 		r, _ := name.ParseReference(ref, name.Insecure)
-		_, err := remote.Head(r)
+		_, err := remote.Head(r, auth)
 		return err == nil
 	}
 	volumeThere := func() bool {

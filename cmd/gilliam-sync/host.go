@@ -22,16 +22,18 @@ import (
 
 var hostCmd = &command{
 	name:    "host",
-	usage:   "[--id ID] [--consul ADDR] [--advertise IP] [--labels k=v,...] [--cpu N] [--memory M] [--data DIR]",
+	usage:   "[--id ID] [--consul ADDR] [--advertise IP] [--labels k=v,...] [--cpu N] [--memory M] [--data DIR] [--registry-auth FILE]",
 	summary: "run the host daemon: this machine's assigned instances in Docker, registered in Consul",
 	run:     runHost,
 }
 
 // hostFlags are the host command's flags.
 type hostFlags struct {
-	id, advertise, cpu, memory, data                 string
+	id, advertise, cpu, memory, data, registryAuth   string
 	labels                                           labelsFlag
-	ttl, deregisterAfter, stopTimeout, grace, resync time.Duration
+	ttl, deregisterAfter, stopTimeout, drainDelay, grace, resync time.Duration
+	imageGCGrace, unhealthyAfter                     time.Duration
+	pidsLimit                                        int64
 	store                                            func() (*state.Store, error)
 	logger                                           func() (*slog.Logger, error)
 }
@@ -48,8 +50,13 @@ func defineHostFlags(fs *flag.FlagSet, stderr io.Writer) *hostFlags {
 	fs.DurationVar(&f.ttl, "ttl", 5*time.Second, "TTL of the host's liveness check in Consul: a host silent this long is failing, and dead (its instances move) after the sync daemon's dead-after")
 	fs.DurationVar(&f.deregisterAfter, "deregister-after", time.Minute, "a host or instance critical for this long leaves Consul's catalog")
 	fs.DurationVar(&f.stopTimeout, "stop-timeout", 10*time.Second, "time an instance has between SIGTERM and SIGKILL")
+	fs.DurationVar(&f.drainDelay, "drain-delay", time.Second, "time a running instance keeps running after it left the catalog, before its SIGTERM (0: none)")
 	fs.DurationVar(&f.grace, "orphan-grace", time.Minute, "how long a labelled container no assignment names is left before it is removed")
 	fs.DurationVar(&f.resync, "resync", 5*time.Second, "how often containers and registrations are checked without any event")
+	fs.StringVar(&f.registryAuth, "registry-auth", "", "registry credentials to pull with: a Docker config.json (its \"auths\"), such as the pull credential gilliam-sync up writes")
+	fs.Int64Var(&f.pidsLimit, "pids-limit", hostd.DefaultPidsLimit, "the most processes one instance's container may have")
+	fs.DurationVar(&f.imageGCGrace, "image-gc-grace", hostd.DefaultImageGCGrace, "an image this host pulled is removed once no assignment has named it for this long (and no container uses it)")
+	fs.DurationVar(&f.unhealthyAfter, "unhealthy-after", hostd.DefaultUnhealthyAfter, "an instance whose check stays critical this long after its check grace is restarted")
 	f.store = consulFlags(fs)
 	f.logger = logFlags(fs, stderr)
 	return f
@@ -111,7 +118,18 @@ func (f *hostFlags) config() (hostd.Config, error) {
 	}
 	cfg := hostd.Config{
 		ID: f.id, Advertise: f.advertise, Labels: f.labels, Capacity: hostd.MachineCapacity(), DataDir: f.data,
-		HostTTL: f.ttl, DeregisterAfter: f.deregisterAfter, StopTimeout: f.stopTimeout, OrphanGrace: f.grace, Resync: f.resync,
+		HostTTL: f.ttl, DeregisterAfter: f.deregisterAfter, StopTimeout: f.stopTimeout, DrainDelay: drainOrNone(f.drainDelay), OrphanGrace: f.grace, Resync: f.resync,
+		PidsLimit: f.pidsLimit, ImageGCGrace: f.imageGCGrace, UnhealthyAfter: f.unhealthyAfter,
+	}
+	if f.pidsLimit <= 0 {
+		return hostd.Config{}, fmt.Errorf("--pids-limit %d: want a positive number", f.pidsLimit)
+	}
+	if f.registryAuth != "" {
+		auth, err := hostd.LoadRegistryAuth(f.registryAuth)
+		if err != nil {
+			return hostd.Config{}, fmt.Errorf("--registry-auth: %w", err)
+		}
+		cfg.RegistryAuth = auth
 	}
 	if cfg.Advertise == "" {
 		cfg.Advertise = defaultAdvertise()
@@ -195,4 +213,12 @@ func parseHostMemory(s string) (int64, error) {
 		return 0, fmt.Errorf("want a whole, positive number of bytes")
 	}
 	return r.Num().Int64(), nil
+}
+
+// drainOrNone maps the flag's 0 (none) to the config's negative (none; 0 is the default).
+func drainOrNone(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }

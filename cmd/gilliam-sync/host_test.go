@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +16,10 @@ import (
 )
 
 func TestHostFlags(t *testing.T) {
+	authFile := filepath.Join(t.TempDir(), "config.json")
+	if err := os.WriteFile(authFile, []byte(`{"auths":{"127.0.0.1:5000":{"auth":"cHVsbDpzM2NyZXQ="}}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	machine := hostd.MachineCapacity()
 	hostname, _ := os.Hostname()
 	tests := []struct {
@@ -48,6 +53,22 @@ func TestHostFlags(t *testing.T) {
 		{args: []string{"--memory", "2GB"}, errOut: `gilliam-sync host: --memory "2GB"`},
 		{args: []string{"--advertise", "host.example"}, errOut: `gilliam-sync host: --advertise "host.example"`},
 		{args: []string{"extra"}, errOut: `gilliam-sync host: unexpected arguments`},
+		{args: nil, check: func(c hostd.Config) error {
+			if c.PidsLimit != hostd.DefaultPidsLimit || c.ImageGCGrace != time.Hour || c.UnhealthyAfter != 30*time.Second || c.RegistryAuth != nil {
+				return fmt.Errorf("defaults: %+v", c)
+			}
+			return nil
+		}},
+		{args: []string{"--pids-limit", "64", "--image-gc-grace", "10m", "--unhealthy-after", "1m", "--registry-auth", authFile},
+			check: func(c hostd.Config) error {
+				if c.PidsLimit != 64 || c.ImageGCGrace != 10*time.Minute || c.UnhealthyAfter != time.Minute ||
+					c.RegistryAuth["127.0.0.1:5000"] != (hostd.RegistryCredential{Username: "pull", Password: "s3cret"}) {
+					return fmt.Errorf("%+v", c)
+				}
+				return nil
+			}},
+		{args: []string{"--pids-limit", "0"}, errOut: `gilliam-sync host: --pids-limit 0`},
+		{args: []string{"--registry-auth", "/nonexistent/config.json"}, errOut: `gilliam-sync host: --registry-auth: registry credentials: open /nonexistent/config.json`},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

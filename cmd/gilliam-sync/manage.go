@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gilliam-sync/gilliam-sync/gitwatch"
 	"github.com/gilliam-sync/gilliam-sync/state"
 )
 
@@ -362,4 +363,136 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+var canaryCmd = &command{
+	name:    "canary",
+	usage:   "FORMATION SERVICE --release RELEASE [--scale N] | promote FORMATION SERVICE | abort FORMATION SERVICE",
+	summary: "run a release at a small scale beside what runs, until promoted (it rolls out) or aborted",
+	run:     runCanary,
+}
+
+func runCanary(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr io.Writer) int {
+	release := fs.String("release", "", "the release to run as a canary (an id or a prefix of one)")
+	scale := fs.Int("scale", 1, "how many instances of it run beside the service's own")
+	return manageCommand("canary", fs, args, stderr, func(ctx context.Context, st *state.Store, args []string) error {
+		verb := "start"
+		if len(args) > 0 && (args[0] == "promote" || args[0] == "abort") {
+			verb, args = args[0], args[1:]
+		}
+		if len(args) != 2 {
+			return usageError{"want FORMATION SERVICE --release R, or promote|abort FORMATION SERVICE"}
+		}
+		d, err := existing(ctx, st, args[0])
+		if err != nil {
+			return err
+		}
+		formation, service := args[0], args[1]
+		if _, err := services(d, service); err != nil {
+			return err
+		}
+		var what string
+		switch verb {
+		case "start":
+			if *release == "" || *scale < 1 || *scale > 1000 {
+				return usageError{"want --release RELEASE and --scale from 1 to 1000"}
+			}
+			releases, err := st.Releases(ctx, formation)
+			if err != nil {
+				return err
+			}
+			rel, err := rollbackTarget(releases, service, d.Services[service], *release)
+			if err != nil {
+				return err
+			}
+			if ds := d.Services[service]; rel == ds.Target() {
+				return fmt.Errorf("release %s is what %s/%s runs already: a canary is another release", short(rel), formation, service)
+			}
+			what = fmt.Sprintf("canary of release %s at scale %d", short(rel), *scale)
+			err = updateService(ctx, st, formation, service, func(ds *state.DesiredService) error {
+				ds.Canary = &state.Canary{Release: rel, Scale: *scale, Since: time.Now().UTC()}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "%s/%s: %s beside what runs (gilliam-sync canary promote|abort %s %s)\n", formation, service, what, formation, service)
+		case "promote", "abort":
+			err := updateService(ctx, st, formation, service, func(ds *state.DesiredService) error {
+				if ds.Canary == nil {
+					return fmt.Errorf("%s/%s has no canary", formation, service)
+				}
+				c := ds.Canary
+				ds.Canary = nil
+				if verb == "promote" {
+					// Its running instances stay: the roll-out to it starts from them.
+					ds.Latest, ds.LatestCause, ds.Pin = c.Release, "promote", nil
+					what = "canary " + short(c.Release) + " promoted: it rolls out"
+					return nil
+				}
+				var kept []state.Deployment
+				for _, dep := range ds.Deployments {
+					if dep.Release != c.Release {
+						kept = append(kept, dep)
+					}
+				}
+				ds.Deployments = kept
+				what = "canary " + short(c.Release) + " aborted: its instances stop"
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "%s/%s: %s\n", formation, service, what)
+		}
+		return st.AddEvents(ctx, formation, state.Event{Time: time.Now().UTC(), Service: service, What: what})
+	})(ctx)
+}
+
+// updateService changes one service's desired state with check-and-set.
+func updateService(ctx context.Context, st *state.Store, formation, service string, update func(*state.DesiredService) error) error {
+	_, err := st.UpdateDesired(ctx, formation, func(d *state.Desired) error {
+		ds := d.Services[service]
+		if err := update(&ds); err != nil {
+			return err
+		}
+		d.Services[service] = ds
+		return nil
+	})
+	return err
+}
+
+var formationsCmd = &command{
+	name:    "formations",
+	usage:   "[transfer NAME --to REPO_URL [--file gilliam.yml]]",
+	summary: "which repository and file own each formation name; move a name to another",
+	run:     runFormations,
+}
+
+func runFormations(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr io.Writer) int {
+	to := fs.String("to", "", "transfer: the repository URL that gets the name, as the watch list spells it")
+	file := fs.String("file", "gilliam.yml", "transfer: the file in that repository that deploys it")
+	return manageCommand("formations", fs, args, stderr, func(ctx context.Context, st *state.Store, args []string) error {
+		if len(args) == 0 {
+			snap, err := st.Snapshot(ctx, 0, 0)
+			if err != nil {
+				return err
+			}
+			for _, name := range sortedKeys(snap.Claims) {
+				c := snap.Claims[name]
+				fmt.Fprintf(stdout, "%s\t%s\t%s\tsince %s\n", name, c.URL, c.File, c.Since.Format(time.RFC3339))
+			}
+			return nil
+		}
+		if args[0] != "transfer" || len(args) != 2 || *to == "" {
+			return usageError{"want transfer NAME --to REPO_URL [--file F]"}
+		}
+		name := args[1]
+		c := &state.Claim{Formation: name, Repo: gitwatch.CacheName(*to), URL: gitwatch.Sanitize(*to), File: *file, Since: time.Now().UTC()}
+		if err := st.PutClaim(ctx, c); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s now belongs to %s (%s): the leader deploys it from there\n", name, c.URL, c.File)
+		return st.AddEvents(ctx, name, state.Event{Time: c.Since, What: "name transferred to " + c.URL + " " + c.File})
+	})(ctx)
 }

@@ -61,7 +61,7 @@ func runPlan(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stder
 			return err
 		}
 		defer b.Close()
-		plan, err := sync.Plan(ctx, store, b, cache, *repo.file, *commit, time.Now())
+		plan, err := sync.Plan(ctx, store, b, cache, *repo.ref, *repo.file, cfg.Files, *commit, time.Now(), sync.Config{}.Policy())
 		if err != nil {
 			return err
 		}
@@ -75,6 +75,9 @@ func runPlan(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stder
 
 func printPlan(w io.Writer, p *sync.PlanResult) {
 	fmt.Fprintf(w, "plan for formation %s at %s (nothing was changed):\n", p.Formation, short(p.Commit))
+	if p.Error != "" {
+		fmt.Fprintf(w, "  not deployed: %s\n", p.Error)
+	}
 	for _, s := range p.Services {
 		fmt.Fprintf(w, "  %s: %s\n", s.Name, s.Action)
 		if s.Release != "" && s.Release != s.Running {
@@ -97,5 +100,11 @@ func printPlan(w io.Writer, p *sync.PlanResult) {
 	moves("stop ", p.Stop)
 	for _, u := range p.Unplaced {
 		fmt.Fprintf(w, "  cannot place %s: %s\n", u.Instance, u.Reason)
+	}
+	if len(p.Actions) > 0 {
+		fmt.Fprintln(w, "the leader's decisions, in order:")
+		for _, a := range p.Actions {
+			fmt.Fprintf(w, "  - %s\n", a)
+		}
 	}
 }

@@ -28,7 +28,7 @@ type releaseView struct {
 	Image   string    `json:"image"`
 	Created time.Time `json:"created"`
 	Cause   string    `json:"cause"`
-	// Marks: running (instances run it), latest (the newest commit's), pinned, failed.
+	// Marks: running (instances run it), latest (the newest commit's), pinned, canary, failed.
 	Marks []string `json:"marks,omitempty"`
 }
 
@@ -116,6 +116,9 @@ func releaseViews(ctx context.Context, st *state.Store, formation, only string) 
 			}
 			if ds.Pin != nil && ds.Pin.Release == r.ID {
 				v.Marks = append(v.Marks, "pinned")
+			}
+			if ds.Canary != nil && ds.Canary.Release == r.ID {
+				v.Marks = append(v.Marks, "canary")
 			}
 			if ds.Failed == r.ID {
 				v.Marks = append(v.Marks, "failed")

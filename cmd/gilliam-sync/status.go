@@ -13,7 +13,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/gilliam-sync/gilliam-sync/hostd"
+	"github.com/gilliam-sync/gilliam-sync/router"
 	"github.com/gilliam-sync/gilliam-sync/state"
 )
 
@@ -42,11 +42,15 @@ type serviceView struct {
 	Name        string             `json:"name"`
 	Deployments []state.Deployment `json:"deployments"`
 	Image       string             `json:"image,omitempty"`
+	// URLs are where routers serve the service (none when internal, or with no router).
+	URLs []string `json:"urls"`
 	// Latest is the release of the latest commit; Pinned the release a rollback holds the
 	// service on; Failed the last release whose roll-out was reverted.
-	Latest  string         `json:"latest,omitempty"`
-	Pinned  string         `json:"pinned,omitempty"`
-	Failed  string         `json:"failed,omitempty"`
+	Latest string `json:"latest,omitempty"`
+	Pinned string `json:"pinned,omitempty"`
+	Failed string `json:"failed,omitempty"`
+	// Canary is a release run by hand beside the target (gilliam-sync canary).
+	Canary  *state.Canary  `json:"canary,omitempty"`
 	Rollout *state.Rollout `json:"rollout,omitempty"`
 	// Scale is the target; ScaleByHand tells it was set with gilliam-sync scale.
 	Scale       int            `json:"scale"`
@@ -68,6 +72,10 @@ type instanceView struct {
 	ExitCode  int      `json:"exit_code,omitempty"`
 	Logs      []string `json:"logs,omitempty"`
 	Error     string   `json:"error,omitempty"`
+	// RestartReason is why it last restarted (crash, unhealthy); UnhealthyRestarts how
+	// many times its host restarted it for a failing check.
+	RestartReason     string `json:"restart_reason,omitempty"`
+	UnhealthyRestarts int    `json:"unhealthy_restarts,omitempty"`
 }
 
 func runStatus(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr io.Writer) int {
@@ -102,6 +110,9 @@ func runStatus(ctx context.Context, fs *flag.FlagSet, args []string, stdout, std
 		enc.Encode(views)
 	case "text":
 		printStatus(stdout, views)
+		if only == "" {
+			printRefused(ctx, stdout, store)
+		}
 	default:
 		fmt.Fprintf(stderr, "gilliam-sync status: --output %q: want text or json\n", *output)
 		return 2
@@ -140,6 +151,16 @@ func collectStatus(ctx context.Context, store *state.Store, only string) ([]form
 		}
 	}
 
+	// Routers in Consul and the formations' routes give each service its URLs; without
+	// them, status still shows the rest.
+	listeners, _ := router.Listeners(store.Client())
+	routes := map[string]*state.Routes{}
+	if rs, _, err := store.WatchRoutes(ctx, 0, 0); err == nil {
+		for _, r := range rs {
+			routes[r.Formation] = r
+		}
+	}
+
 	var views []formationView
 	for _, name := range names {
 		v := formationView{Name: name}
@@ -169,16 +190,23 @@ func collectStatus(ctx context.Context, store *state.Store, only string) ([]form
 		for _, s := range services {
 			ds := d.Services[s]
 			sv := serviceView{Name: s, Deployments: ds.Deployments, Latest: ds.Latest, Failed: ds.Failed,
-				Rollout: ds.Rollout, Scale: ds.Scale(), ScaleByHand: ds.ScaleOverride != nil}
+				Rollout: ds.Rollout, Scale: ds.Scale(), ScaleByHand: ds.ScaleOverride != nil, Canary: ds.Canary}
 			if ds.Pin != nil {
 				sv.Pinned = ds.Pin.Release
 			}
+			internal := false
 			if deps := sv.Deployments; len(deps) > 0 {
 				if rel, err := store.Release(ctx, name, deps[len(deps)-1].Release); err == nil && rel != nil {
-					sv.Image = rel.Image
+					sv.Image, internal = rel.Image, rel.Internal
 				}
 			}
-			health := serviceHealth(store.Client(), hostd.ServiceName(name, s))
+			web := s == router.WebService
+			var domains []string
+			if rs := routes[name]; rs != nil {
+				web, domains = rs.Web == s || rs.Web == "" && web, rs.Domains
+			}
+			sv.URLs = router.URLs(listeners, name, s, internal, web, domains)
+			health := serviceHealth(store.Client(), state.ServiceName(name, s))
 			for _, inst := range instances {
 				if inst.Service != s {
 					continue
@@ -194,6 +222,7 @@ func collectStatus(ctx context.Context, store *state.Store, only string) ([]form
 						if is.ID == inst.ID {
 							iv.State, iv.Address, iv.Error = is.State, is.Address, is.Error
 							iv.Restarts, iv.CrashLoop, iv.ExitCode, iv.Logs = is.Restarts, is.CrashLoop, is.ExitCode, is.Logs
+							iv.RestartReason, iv.UnhealthyRestarts = is.RestartReason, is.UnhealthyRestarts
 						}
 					}
 				}
@@ -268,8 +297,15 @@ func printStatus(w io.Writer, views []formationView) {
 			if s.Image != "" {
 				fmt.Fprintf(w, "    image %s\n", s.Image)
 			}
+			for _, u := range s.URLs {
+				fmt.Fprintf(w, "    url %s\n", u)
+			}
 			if r := s.Rollout; r != nil {
 				fmt.Fprintf(w, "    roll-out (%s) from %s to %s, started %s ago\n", r.Cause, orDash(short(r.From)), short(r.To), time.Since(r.Started).Round(time.Second))
+			}
+			if c := s.Canary; c != nil {
+				fmt.Fprintf(w, "    canary: release %s at scale %d beside the service's own, since %s ago; gilliam-sync canary promote|abort %s %s\n",
+					short(c.Release), c.Scale, time.Since(c.Since).Round(time.Second), v.Name, s.Name)
 			}
 			if s.Pinned != "" {
 				fmt.Fprintf(w, "    pinned to %s by a rollback: new commits build but do not deploy (latest %s); gilliam-sync unpin %s %s resumes\n",
@@ -288,7 +324,11 @@ func printStatus(w io.Writer, views []formationView) {
 				if in.CrashLoop {
 					state = fmt.Sprintf("crash-loop (exit %d)", in.ExitCode)
 				}
-				fmt.Fprintf(tw, "    %s\t%s\t%s\t%s\t%d\t%s\n", in.ID, orDash(in.Host), state, in.Health, in.Restarts, orDash(in.Address))
+				restarts := fmt.Sprint(in.Restarts)
+				if in.UnhealthyRestarts > 0 {
+					restarts += fmt.Sprintf(" (%d unhealthy)", in.UnhealthyRestarts)
+				}
+				fmt.Fprintf(tw, "    %s\t%s\t%s\t%s\t%s\t%s\n", in.ID, orDash(in.Host), state, in.Health, restarts, orDash(in.Address))
 			}
 			tw.Flush()
 			for _, in := range s.Instances {
@@ -318,4 +358,29 @@ func short(s string) string {
 		return s[:12]
 	}
 	return s
+}
+
+// printRefused lists the commits refused before they had a formation of their own: a
+// repository naming a formation another source owns.
+func printRefused(ctx context.Context, w io.Writer, store *state.Store) {
+	snap, err := store.Snapshot(ctx, 0, 0)
+	if err != nil {
+		return
+	}
+	var lines []string
+	for _, o := range snap.Observed {
+		for _, ot := range o.Targets {
+			if ot.Error != "" {
+				lines = append(lines, fmt.Sprintf("  %s %s at %s: %s", ot.File, ot.Ref, short(ot.Commit), ot.Error))
+			}
+		}
+	}
+	if len(lines) == 0 {
+		return
+	}
+	sort.Strings(lines)
+	fmt.Fprintln(w, "\nrefused:")
+	for _, l := range lines {
+		fmt.Fprintln(w, l)
+	}
 }

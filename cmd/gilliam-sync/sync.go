@@ -2,13 +2,10 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -34,7 +31,7 @@ func runSync(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stder
 	registry := fs.String("registry", "", "registry images are published to, host:port")
 	builder := fs.String("builder", build.DefaultBuilder, "buildpack builder image")
 	data := fs.String("data", ".gilliam/sync", "data directory: repository caches, pack's home, build logs")
-	interval := fs.Duration("interval", 2*time.Second, "how often the leader reconciles")
+	interval := fs.Duration("interval", 30*time.Second, "the longest the leader goes without deciding (it decides at once on every change it follows)")
 	id := fs.String("id", "", "this daemon's name in the leader lock (default hostname-pid)")
 	lockTTL := fs.Duration("lock-ttl", 15*time.Second, "TTL of the leader's Consul session (at least 10s)")
 	lockDelay := fs.Duration("lock-delay", 5*time.Second, "Consul lock delay after a leader's session ends")
@@ -96,9 +93,13 @@ func runSync(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stder
 // runSyncDaemon runs the builder, the syncer and the webhook receiver of a configuration
 // until ctx ends.
 func runSyncDaemon(ctx context.Context, cfg *daemonConfig, store *state.Store, log *slog.Logger) error {
+	iso, err := cfg.buildIsolation()
+	if err != nil {
+		return err
+	}
 	builder, err := build.New(build.Config{Registry: cfg.Registry, Builder: cfg.Builder,
 		DataDir: filepath.Join(cfg.Data, "build"), Concurrency: cfg.Builds.Concurrency, Timeout: cfg.Builds.Timeout,
-		Logger: log.With("component", "build")})
+		Isolation: iso, Registries: cfg.buildRegistries(), Keychain: cfg.keychain, Logger: log.With("component", "build")})
 	if err != nil {
 		return err
 	}
@@ -106,7 +107,7 @@ func runSyncDaemon(ctx context.Context, cfg *daemonConfig, store *state.Store, l
 	sc := sync.Config{
 		Repos: cfg.Repos, DataDir: cfg.Data, Interval: cfg.Interval,
 		ID: cfg.Leader.ID, LockTTL: cfg.Leader.LockTTL, LockDelay: cfg.Leader.LockDelay,
-		KeepReleases: cfg.Releases.Keep, MaxPreviews: cfg.Previews.Max,
+		KeepReleases: cfg.Releases.Keep, MaxPreviews: cfg.Previews.Max, MaxInstances: cfg.Limits.InstancesPerFormation,
 		Logger: log.With("component", "sync"), Failpoint: failpoint(log),
 	}
 	sc.Placement.Binpack, sc.Placement.DeadAfter = cfg.Placement.Binpack, cfg.Placement.DeadAfter
@@ -115,20 +116,16 @@ func runSyncDaemon(ctx context.Context, cfg *daemonConfig, store *state.Store, l
 		return err
 	}
 	if cfg.Webhooks.Listen != "" {
-		l, err := net.Listen("tcp", cfg.Webhooks.Listen)
+		hooks, err := gitwatch.Listen(cfg.Webhooks, gitwatch.NewWebhooks(syncer.Watchers(), log.With("component", "webhooks")), log.With("component", "webhooks"))
 		if err != nil {
-			return fmt.Errorf("webhook receiver: %w", err)
+			return err
 		}
-		mux := http.NewServeMux()
-		mux.Handle("/hooks/", gitwatch.NewWebhooks(syncer.Watchers(), log.With("component", "webhooks")))
-		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		go func() { <-ctx.Done(); srv.Close() }()
 		go func() {
-			if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+			if err := hooks.Serve(ctx); err != nil {
 				log.Error("webhook receiver stopped", "err", err)
 			}
 		}()
-		log.Info("webhook receiver listening", "address", l.Addr().String())
+		log.Info("webhook receiver listening", "address", hooks.Addr().String(), "tls", hooks.TLS())
 	}
 	go collectBuilds(ctx, cfg, syncer, builder, store, log.With("component", "gc"))
 	return syncer.Run(ctx)

@@ -9,12 +9,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	stdsync "sync"
 	"time"
 
 	"github.com/docker/docker/client"
+	"github.com/google/go-containerregistry/pkg/authn"
 
 	"github.com/gilliam-sync/gilliam-sync/build"
 	"github.com/gilliam-sync/gilliam-sync/gitwatch"
@@ -41,6 +43,7 @@ func runUp(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr 
 	advertise := fs.String("advertise", "127.0.0.1", "IP address instances are published and registered on")
 	labels := labelsFlag{}
 	fs.Var(labels, "labels", "host labels, key=value,...")
+	routerF := addRouterFlags(fs, "router-", "127.0.0.1:8080")
 	store := consulFlags(fs)
 	logger := logFlags(fs, stderr)
 	if positional, err := parseArgs(fs, args); err != nil {
@@ -62,6 +65,7 @@ func runUp(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr 
 	if err := up(ctx, upConfig{
 		repo: repo.config(), data: *data, builder: *builder, registry: *reg,
 		registryListen: *regListen, hostID: *hostID, advertise: *advertise, labels: labels,
+		router: routerF,
 	}, store, log); err != nil {
 		log.Error("gilliam-sync up stopped", "err", err)
 		return 1
@@ -74,6 +78,8 @@ type upConfig struct {
 	data, builder, registry, registryListen string
 	hostID, advertise                       string
 	labels                                  map[string]string
+	// router: the router's flags; its --router-listen empty runs no router.
+	router routerFlags
 }
 
 func up(ctx context.Context, c upConfig, newStore func() (*state.Store, error), log *slog.Logger) error {
@@ -88,7 +94,7 @@ func up(ctx context.Context, c upConfig, newStore func() (*state.Store, error), 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg stdsync.WaitGroup
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	run := func(name string, f func(context.Context) error) {
 		wg.Add(1)
 		go func() {
@@ -100,8 +106,16 @@ func up(ctx context.Context, c upConfig, newStore func() (*state.Store, error), 
 		}()
 	}
 
+	var pullAuth map[string]hostd.RegistryCredential
+	var keychain authn.Keychain
 	if c.registry == "" {
-		r, err := registry.New(filepath.Join(data, "registry"), log.With("component", "registry"))
+		// Two credentials, made at the first start and kept 0600 in the data dir: the
+		// builder pushes with one, the host pulls with the other, anyone else gets 401.
+		creds, err := registry.LoadOrCreateCredentials(filepath.Join(data, "registry-credentials.json"))
+		if err != nil {
+			return err
+		}
+		r, err := registry.New(filepath.Join(data, "registry"), log.With("component", "registry"), creds)
 		if err != nil {
 			return err
 		}
@@ -110,6 +124,18 @@ func up(ctx context.Context, c upConfig, newStore func() (*state.Store, error), 
 			return fmt.Errorf("embedded registry: %w", err)
 		}
 		c.registry = l.Addr().String()
+		if ap, err := netip.ParseAddrPort(c.registry); err != nil || !ap.Addr().IsLoopback() {
+			log.Warn("the embedded registry listens beyond loopback: it speaks plain HTTP, so its credentials cross the network in clear", "address", c.registry)
+		}
+		// For the tools that read a Docker config (DOCKER_CONFIG=<dir> gilliam-sync gc,
+		// docker pull, gilliam-sync host --registry-auth on another machine).
+		for kind, cred := range map[string]registry.Credential{"push": creds.Push, "pull": creds.Pull} {
+			if err := registry.WriteDockerConfig(filepath.Join(data, "registry-auth", kind, "config.json"), c.registry, cred); err != nil {
+				return err
+			}
+		}
+		pullAuth = map[string]hostd.RegistryCredential{c.registry: {Username: creds.Pull.Username, Password: creds.Pull.Password}}
+		keychain = registry.Keychain(c.registry, creds.Push)
 		srv := &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second}
 		run("registry", func(ctx context.Context) error {
 			go func() { <-ctx.Done(); srv.Close() }()
@@ -128,19 +154,33 @@ func up(ctx context.Context, c upConfig, newStore func() (*state.Store, error), 
 	defer docker.Close()
 	host, err := hostd.New(hostd.Config{
 		ID: c.hostID, Advertise: c.advertise, Labels: c.labels, Capacity: hostd.MachineCapacity(),
-		DataDir: filepath.Join(data, "host"), Logger: log.With("component", "hostd"),
+		DataDir: filepath.Join(data, "host"), Logger: log.With("component", "hostd"), RegistryAuth: pullAuth,
 	}, store, docker)
 	if err != nil {
 		return err
 	}
 	cfg := &daemonConfig{Registry: c.registry, Builder: c.builder, Data: filepath.Join(data, "sync"),
-		Repos: []gitwatch.RepoConfig{c.repo}}
+		Repos: []gitwatch.RepoConfig{c.repo}, keychain: keychain}
 	cfg.defaults()
 	if err := cfg.validate(); err != nil {
 		return err
 	}
 	run("hostd", host.Run)
 	run("sync", func(ctx context.Context) error { return runSyncDaemon(ctx, cfg, store, log) })
+	if *c.router.listen != "" {
+		run("router", func(ctx context.Context) error {
+			err := serveRouter(ctx, c.router, store, log, func(addr string) {
+				_, port, _ := net.SplitHostPort(addr)
+				log.Info("router: every formation at http://<formation>."+*c.router.domain+":"+port+"/", "example", "http://hello."+*c.router.domain+":"+port+"/")
+			})
+			if errors.Is(err, errRouterListen) {
+				// Another up (or anything) has the port: the rest runs without a router.
+				log.Error("router not started; --router-listen picks another address", "err", err)
+				return nil
+			}
+			return err
+		})
+	}
 	log.Info("gilliam-sync up", "repo", gitwatch.Sanitize(c.repo.URL), "ref", c.repo.Branches[0], "host", c.hostID, "registry", c.registry, "data", data)
 	<-ctx.Done()
 	wg.Wait()

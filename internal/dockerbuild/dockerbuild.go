@@ -26,6 +26,13 @@ type Options struct {
 	Labels map[string]string
 	// BuildArgs are the Dockerfile's ARG values.
 	BuildArgs map[string]string
+	// NetworkMode is the network RUN steps run on (the engine's default when empty).
+	NetworkMode string
+	// Memory caps each RUN step's container, in bytes, swap included; CPUQuota its CPU
+	// time in microseconds per 100 ms period. Zero: no cap.
+	Memory, CPUQuota int64
+	// CgroupParent is the cgroup RUN steps' containers are created in (empty: the engine's).
+	CgroupParent string
 	// Log receives the builder's output; nil discards it.
 	Log io.Writer
 }
@@ -55,6 +62,13 @@ func Build(ctx context.Context, docker ImageBuilder, dir string, opts Options) (
 		Remove:      true,
 		ForceRemove: true,
 		Version:     build.BuilderV1,
+		NetworkMode: opts.NetworkMode,
+		Memory:      opts.Memory,
+		MemorySwap:  opts.Memory,
+		CPUQuota:    opts.CPUQuota,
+		CPUPeriod:   cpuPeriod(opts.CPUQuota),
+
+		CgroupParent: opts.CgroupParent,
 	})
 	if err != nil {
 		return "", fmt.Errorf("docker build %s: %w", dir, err)
@@ -79,6 +93,14 @@ func Build(ctx context.Context, docker ImageBuilder, dir string, opts Options) (
 		return "", fmt.Errorf("docker build %s: the engine reported no image id", dir)
 	}
 	return id, nil
+}
+
+// cpuPeriod is the period a CPU quota is counted in: 100 ms, or none without a quota.
+func cpuPeriod(quota int64) int64 {
+	if quota == 0 {
+		return 0
+	}
+	return 100_000
 }
 
 // tarDir writes dir as a tar stream, keeping modes and symlinks, owned by 0:0.

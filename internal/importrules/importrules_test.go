@@ -33,6 +33,7 @@ var rules = []rule{
 	{pkg: "schema", onlyStd: true, allowed: []string{"gopkg.in/yaml.v3"}},
 	{pkg: "placement", onlyStd: true},
 	{pkg: "hostd", forbidden: [][]string{{module + "/sync", module + "/build", module + "/gitwatch"}, gogit, pack}},
+	{pkg: "router", forbidden: [][]string{{module + "/sync", module + "/build", module + "/gitwatch", module + "/hostd"}, docker, gogit, pack}},
 	{pkg: "state", forbidden: [][]string{{module + "/sync", module + "/build", module + "/gitwatch", module + "/hostd"}, docker, gogit, pack}},
 	{pkg: "gitwatch", forbidden: [][]string{{module + "/sync", module + "/build", module + "/hostd", module + "/state"}, docker, consul, pack}},
 	{pkg: "build", forbidden: [][]string{{module + "/sync", module + "/hostd", module + "/gitwatch", module + "/state"}, consul}},

@@ -43,7 +43,7 @@ func exists(path string) bool { _, err := os.Stat(path); return err == nil }
 // grace period (a push in progress). The images left survive a restart whole.
 func TestCollectGarbageFreesBlobsOfDeletedImages(t *testing.T) {
 	dir := t.TempDir()
-	reg, err := registry.New(dir, nil)
+	reg, err := registry.New(dir, nil, testCreds)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +57,7 @@ func TestCollectGarbageFreesBlobsOfDeletedImages(t *testing.T) {
 			t.Fatal(err)
 		}
 		ref, _ := name.NewTag(host+"/"+repo+":v1", name.Insecure)
-		if err := remote.Write(ref, img); err != nil {
+		if err := remote.Write(ref, img, pushAuth); err != nil {
 			t.Fatal(err)
 		}
 		return img
@@ -66,7 +66,7 @@ func TestCollectGarbageFreesBlobsOfDeletedImages(t *testing.T) {
 	goneDigest, _ := gone.Digest()
 	for _, ref := range []string{host + "/team/gone:v1", host + "/team/gone@" + goneDigest.String()} {
 		r, _ := name.ParseReference(ref, name.Insecure)
-		if err := remote.Delete(r); err != nil {
+		if err := remote.Delete(r, pushAuth); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -93,6 +93,7 @@ func TestCollectGarbageFreesBlobsOfDeletedImages(t *testing.T) {
 	})
 	checked := goneBlobs[1]
 	req, _ := http.NewRequest(http.MethodHead, srv.URL+"/v2/team/other/blobs/"+checked.String(), nil)
+	req.SetBasicAuth(testCreds.Pull.Username, testCreds.Pull.Password)
 	if resp, err := http.DefaultClient.Do(req); err != nil {
 		t.Fatal(err)
 	} else {
@@ -110,7 +111,7 @@ func TestCollectGarbageFreesBlobsOfDeletedImages(t *testing.T) {
 	}
 
 	// Through the HTTP endpoint, as gilliam-sync gc reaches a registry in another process.
-	resp, err := http.Post(srv.URL+registry.GCPath+"?grace=1h", "", nil)
+	resp, err := do(t, http.MethodPost, srv.URL+registry.GCPath+"?grace=1h", testCreds.Push)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,13 +126,13 @@ func TestCollectGarbageFreesBlobsOfDeletedImages(t *testing.T) {
 			t.Fatalf("blob %s on disk: %v, want %v", h, !want, want)
 		}
 	}
-	if resp, err := http.Get(srv.URL + registry.GCPath); err != nil || resp.StatusCode != http.StatusMethodNotAllowed {
+	if resp, err := do(t, http.MethodGet, srv.URL+registry.GCPath, testCreds.Push); err != nil || resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Fatalf("GET %s: %v %v", registry.GCPath, resp.Status, err)
 	}
 
 	// The kept image is whole, before and after a restart.
 	srv.Close()
-	reg, err = registry.New(dir, nil)
+	reg, err = registry.New(dir, nil, testCreds)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +140,7 @@ func TestCollectGarbageFreesBlobsOfDeletedImages(t *testing.T) {
 	defer srv2.Close()
 	host = strings.TrimPrefix(srv2.URL, "http://")
 	keptRef, _ := name.NewTag(host+"/team/kept:v1", name.Insecure)
-	got, err := remote.Image(keptRef)
+	got, err := remote.Image(keptRef, pushAuth)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package registry
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -26,6 +27,7 @@ type Registry struct {
 	dir     string // the manifest journal
 	blobs   string
 	handler http.Handler
+	creds   Credentials
 	mu      sync.Mutex // orders journal writes, blob touches and garbage collection
 }
 
@@ -36,8 +38,12 @@ var manifestPath = regexp.MustCompile(`^/v2/(.+)/manifests/([^/]+)$`)
 // repository path component can start with an underscore, so it never collides.
 const journalDir = "_manifests"
 
-// New opens (or creates) a registry stored under dir and replays its manifests.
-func New(dir string, logger *slog.Logger) (*Registry, error) {
+// New opens (or creates) a registry stored under dir and replays its manifests. Every
+// request needs one of creds: the push credential for anything but reads.
+func New(dir string, logger *slog.Logger, creds Credentials) (*Registry, error) {
+	if creds.Push.Password == "" {
+		return nil, errors.New("registry: a push credential is required")
+	}
 	blobs := filepath.Join(dir, "blobs")
 	manifests := filepath.Join(dir, "manifests")
 	for _, d := range []string{blobs, manifests} {
@@ -52,6 +58,7 @@ func New(dir string, logger *slog.Logger) (*Registry, error) {
 		upstreamLog = log.New(io.Discard, "", 0)
 	}
 	r := &Registry{
+		creds: creds,
 		dir:   manifests,
 		blobs: blobs,
 		handler: ggcr.New(
@@ -72,8 +79,16 @@ type journaled struct {
 }
 
 func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	if !r.authorize(w, req) {
+		return
+	}
 	if req.URL.Path == GCPath {
 		r.serveGC(w, req)
+		return
+	}
+	// Names are checked before anything (a journal path, a blob's time) is made of them.
+	if status, code, ok := checkPath(req); !ok {
+		writeError(w, status, code, "not a repository path of the distribution API with a valid name")
 		return
 	}
 	if b := blobPath.FindStringSubmatch(req.URL.Path); b != nil {

@@ -16,7 +16,7 @@ import (
 // by digest and by tag, and deletions.
 func TestRestartKeepsImages(t *testing.T) {
 	dir := t.TempDir()
-	reg, err := registry.New(dir, nil)
+	reg, err := registry.New(dir, nil, testCreds)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,22 +28,22 @@ func TestRestartKeepsImages(t *testing.T) {
 		t.Fatal(err)
 	}
 	tag, _ := name.NewTag(host+"/team/app:v1", name.Insecure)
-	if err := remote.Write(tag, img); err != nil {
+	if err := remote.Write(tag, img, pushAuth); err != nil {
 		t.Fatal(err)
 	}
 	gone, _ := random.Image(512, 1)
 	goneTag, _ := name.NewTag(host+"/team/old:v1", name.Insecure)
-	if err := remote.Write(goneTag, gone); err != nil {
+	if err := remote.Write(goneTag, gone, pushAuth); err != nil {
 		t.Fatal(err)
 	}
-	if err := remote.Delete(goneTag); err != nil {
+	if err := remote.Delete(goneTag, pushAuth); err != nil {
 		t.Fatal(err)
 	}
 	digest, _ := img.Digest()
 	srv.Close()
 
 	// Same folder, new process (in effect), new address.
-	reg, err = registry.New(dir, nil)
+	reg, err = registry.New(dir, nil, testCreds)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +56,7 @@ func TestRestartKeepsImages(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := remote.Image(r)
+		got, err := remote.Image(r, pushAuth)
 		if err != nil {
 			t.Fatalf("%s after restart: %v", ref, err)
 		}
@@ -74,7 +74,7 @@ func TestRestartKeepsImages(t *testing.T) {
 		}
 	}
 	old, _ := name.NewTag(host+"/team/old:v1", name.Insecure)
-	if _, err := remote.Head(old); err == nil {
+	if _, err := remote.Head(old, pushAuth); err == nil {
 		t.Fatal("a deleted tag came back after restart")
 	}
 }

@@ -45,7 +45,17 @@ func main() {
 	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, message)
 	})
+	started := time.Now()
+	failAfter, failLater := time.ParseDuration(os.Getenv("HEALTH_FAIL_AFTER"))
 	http.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		if to := os.Getenv("HEALTH_REDIRECT"); to != "" {
+			http.Redirect(w, r, to, http.StatusFound)
+			return
+		}
+		if failLater == nil && time.Since(started) >= failAfter {
+			http.Error(w, "unhealthy after "+failAfter.String()+" as asked", http.StatusInternalServerError)
+			return
+		}
 		if os.Getenv("HEALTH") == "fail" {
 			http.Error(w, "unhealthy as asked", http.StatusInternalServerError)
 			return

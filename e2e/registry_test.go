@@ -1,0 +1,109 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/image"
+
+	"github.com/gilliam-sync/gilliam-sync/build"
+	"github.com/gilliam-sync/gilliam-sync/hostd"
+	"github.com/gilliam-sync/gilliam-sync/internal/testenv"
+	"github.com/gilliam-sync/gilliam-sync/state"
+)
+
+// gilliam-sync up with its embedded registry, which asks who you are: up generates a push
+// and a pull credential (files 0600), the builder publishes with the first (pack and the
+// lifecycle included), the host daemon pulls with the second, and anyone else, the Docker
+// engine without credentials included, is refused.
+func TestUpWithItsOwnRegistry(t *testing.T) {
+	consul := testenv.NewConsul(t)
+	docker := testenv.NewDocker(t)
+	git := testenv.NewGitServer(t)
+	repo := git.NewRepo(t, "hello")
+	bin := testenv.Binary(t)
+	hostID := fmt.Sprintf("e2e-reg-%d", time.Now().UnixNano()%1e9)
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	data := t.TempDir()
+	ctx := context.Background()
+	t.Cleanup(func() { docker.RemoveContainers(t, hostd.LabelHost, hostID) })
+	t.Cleanup(func() { removeImagesOf(docker, addr) })
+	for _, v := range []string{build.CacheVolume("hello", "web"), strings.TrimSuffix(build.CacheVolume("hello", "web"), ".build") + ".launch"} {
+		if _, err := docker.Client.VolumeInspect(ctx, v); err != nil { // not a cache another test warmed
+			t.Cleanup(func() { docker.Client.VolumeRemove(context.Background(), v, true) })
+		}
+	}
+
+	repo.CommitDir(filepath.Join(testenv.RepoRoot(t), "examples", "formations", "hello"), "", "hello")
+	up := testenv.Start(t, consul.Env(), bin, "up", "--repo", repo.URL, "--registry-listen", addr,
+		"--data", data, "--host-id", hostID, "--poll", "1s", "--log-format", "json",
+		"--builder", testenv.Builder(t))
+	waitServing(t, consul, up, "Hello, world from ")
+
+	rels, err := state.NewStore(consul.Client, "").Releases(ctx, "hello")
+	if err != nil || len(rels) != 1 || !strings.HasPrefix(rels[0].Image, addr+"/hello/web@sha256:") {
+		t.Fatalf("releases %v %v: want one, its image in the embedded registry %s", rels, err, addr)
+	}
+
+	for _, f := range []string{"registry-credentials.json", "registry-auth/push/config.json", "registry-auth/pull/config.json"} {
+		info, err := os.Stat(filepath.Join(data, f))
+		if err != nil || info.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %v, mode %v; want 0600", f, err, info.Mode().Perm())
+		}
+	}
+	resp, err := http.Get("http://" + addr + "/v2/hello/web/tags/list")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized || resp.Header.Get("WWW-Authenticate") == "" {
+		t.Errorf("anonymous read: %s, WWW-Authenticate %q", resp.Status, resp.Header.Get("WWW-Authenticate"))
+	}
+	// The engine, without credentials, is refused an image of the registry it does not hold
+	// (the builder's copy of its run image there).
+	rc, err := docker.Client.ImagePull(ctx, addr+"/gilliam/stack-run:busybox", image.PullOptions{})
+	msg := fmt.Sprint(err)
+	if err == nil {
+		msg = readAll(rc)
+		rc.Close()
+	}
+	if !strings.Contains(strings.ToLower(msg), "unauthorized") && !strings.Contains(msg, "401") && !strings.Contains(msg, "no basic auth credentials") {
+		t.Errorf("anonymous pull through the engine: %s", msg)
+	}
+	t.Logf("anonymous pull through the engine: %s", strings.TrimSpace(msg))
+}
+
+func readAll(rc interface{ Read([]byte) (int, error) }) string {
+	var b strings.Builder
+	buf := make([]byte, 4096)
+	for {
+		n, err := rc.Read(buf)
+		b.Write(buf[:n])
+		if err != nil {
+			return b.String()
+		}
+	}
+}
+
+// removeImagesOf removes from the engine the images named in registry addr.
+func removeImagesOf(d *testenv.Docker, addr string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	images, err := d.Client.ImageList(ctx, image.ListOptions{All: true})
+	if err != nil {
+		return
+	}
+	for _, img := range images {
+		for _, ref := range append(img.RepoTags, img.RepoDigests...) {
+			if strings.HasPrefix(ref, addr+"/") {
+				d.Client.ImageRemove(ctx, ref, image.RemoveOptions{})
+			}
+		}
+	}
+}
