@@ -47,10 +47,11 @@ demo: tools build ## Start everything on this machine (Consul, sync, host daemon
 .PHONY: test
 test: tools ## Run every test under -race, integration tests included (real Consul, Docker, registry, git); fail on anything left behind
 	@rm -rf $(GILLIAM_REPORTS)
-	@start=$$(date +%s); status=0; \
+	@start=$$(date +%s); status=0; snap=$$(mktemp); \
+	$(GO) run ./internal/tools/leftovers -snapshot $$snap; \
 	$(GO) test -count=1 -race -p $(TEST_P) -timeout $(TEST_TIMEOUT) $(TEST_PKGS) || status=$$?; \
 	if [ -d $(GILLIAM_REPORTS) ]; then echo; echo "Measured by the tests:"; cat $(GILLIAM_REPORTS)/*.txt; fi; \
-	echo; $(GO) run ./internal/tools/leftovers -since $$start || status=1; \
+	echo; $(GO) run ./internal/tools/leftovers -before $$snap || status=1; rm -f $$snap; \
 	took=$$(( $$(date +%s) - start )); echo "make test: $$((took / 60))m$$((took % 60))s wall time"; \
 	exit $$status
 

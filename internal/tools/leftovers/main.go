@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -23,29 +24,91 @@ const labelPrefix = "io.gilliam."
 const keptVolume = "gilliam-cache-buildtest."
 
 func main() {
-	since := flag.Int64("since", 0, "the run's start, in Unix seconds")
+	snapshot := flag.String("snapshot", "", "write what is there now to this file (the run's start)")
+	before := flag.String("before", "", "the file -snapshot wrote: list what is here now and was not then")
 	flag.Parse()
-	if *since == 0 {
-		fmt.Fprintln(os.Stderr, "leftovers: -since is required")
-		os.Exit(2)
-	}
-	start := time.Unix(*since, 0)
-	found, err := leftovers(context.Background(), start)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "leftovers:", err)
-		os.Exit(2)
-	}
-	if len(found) > 0 {
-		fmt.Printf("left behind by this run (created after %s):\n", start.Format(time.TimeOnly))
-		for _, f := range found {
-			fmt.Println("  " + f)
+	ctx := context.Background()
+	switch {
+	case *snapshot != "":
+		if err := writeSnapshot(ctx, *snapshot); err != nil {
+			fmt.Fprintln(os.Stderr, "leftovers:", err)
+			os.Exit(2)
 		}
-		os.Exit(1)
+	case *before != "":
+		snap, err := readSnapshot(*before)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "leftovers:", err)
+			os.Exit(2)
+		}
+		found, err := leftovers(ctx, snap)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "leftovers:", err)
+			os.Exit(2)
+		}
+		if len(found) > 0 {
+			fmt.Printf("left behind by this run (started %s):\n", snap.Start.Format(time.TimeOnly))
+			for _, f := range found {
+				fmt.Println("  " + f)
+			}
+			os.Exit(1)
+		}
+		fmt.Println("leftovers: no container, volume or process left behind")
+	default:
+		fmt.Fprintln(os.Stderr, "leftovers: -snapshot FILE or -before FILE")
+		os.Exit(2)
 	}
-	fmt.Println("leftovers: no container, volume or process left behind")
 }
 
-func leftovers(ctx context.Context, start time.Time) ([]string, error) {
+// snapshot is what the engine held when the run started. A volume's CreatedAt cannot stand
+// in for it: the local driver reports its folder's modification time, which a build that
+// uses an old cache volume moves.
+type snapshot struct {
+	Start      time.Time
+	Containers map[string]bool // IDs
+	Volumes    map[string]bool // names
+}
+
+func writeSnapshot(ctx context.Context, path string) error {
+	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		return fmt.Errorf("docker client: %w", err)
+	}
+	defer cli.Close()
+	snap := snapshot{Start: time.Now(), Containers: map[string]bool{}, Volumes: map[string]bool{}}
+	cs, err := cli.ContainerList(ctx, container.ListOptions{All: true})
+	if err != nil {
+		return fmt.Errorf("list containers: %w", err)
+	}
+	for _, c := range cs {
+		snap.Containers[c.ID] = true
+	}
+	vs, err := cli.VolumeList(ctx, volume.ListOptions{})
+	if err != nil {
+		return fmt.Errorf("list volumes: %w", err)
+	}
+	for _, v := range vs.Volumes {
+		snap.Volumes[v.Name] = true
+	}
+	b, err := json.Marshal(snap)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
+}
+
+func readSnapshot(path string) (snapshot, error) {
+	var snap snapshot
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return snap, fmt.Errorf("snapshot: %w", err)
+	}
+	if err := json.Unmarshal(b, &snap); err != nil {
+		return snap, fmt.Errorf("snapshot %s: %w", path, err)
+	}
+	return snap, nil
+}
+
+func leftovers(ctx context.Context, snap snapshot) ([]string, error) {
 	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
 	if err != nil {
 		return nil, fmt.Errorf("docker client: %w", err)
@@ -57,7 +120,7 @@ func leftovers(ctx context.Context, start time.Time) ([]string, error) {
 		return nil, fmt.Errorf("list containers: %w", err)
 	}
 	for _, c := range cs {
-		if time.Unix(c.Created, 0).Before(start) || !ours(c.Labels) && !packs(c.Labels) {
+		if snap.Containers[c.ID] || !ours(c.Labels) && !packs(c.Labels) {
 			continue
 		}
 		found = append(found, fmt.Sprintf("container %s %s (%s) %s", c.ID[:12], strings.Join(c.Names, ","), c.State, gilliamLabels(c.Labels)))
@@ -67,16 +130,15 @@ func leftovers(ctx context.Context, start time.Time) ([]string, error) {
 		return nil, fmt.Errorf("list volumes: %w", err)
 	}
 	for _, v := range vs.Volumes {
-		created, err := time.Parse(time.RFC3339, v.CreatedAt)
-		// A build cache volume pack made itself (the launch cache's) has no labels of ours.
-		// And pack's own, for one build, which it removes when the build ends.
+		// A build cache volume pack made itself (the launch cache's) may have no labels
+		// of ours; and pack's own, for one build, it removes when the build ends.
 		cache := strings.HasPrefix(v.Name, "gilliam-cache-") || strings.HasPrefix(v.Name, "pack-app-") || strings.HasPrefix(v.Name, "pack-layers-")
-		if err != nil || created.Before(start) || !ours(v.Labels) && !cache || strings.HasPrefix(v.Name, keptVolume) {
+		if snap.Volumes[v.Name] || !ours(v.Labels) && !cache || strings.HasPrefix(v.Name, keptVolume) {
 			continue
 		}
 		found = append(found, fmt.Sprintf("volume %s %s", v.Name, gilliamLabels(v.Labels)))
 	}
-	procs, err := orphans(start)
+	procs, err := orphans(snap.Start)
 	if err != nil {
 		return nil, err
 	}
