@@ -151,9 +151,16 @@ func TestPushToServing(t *testing.T) {
 // start with prefix, and returns their addresses by instance ID.
 func waitServing(t *testing.T, consul *testenv.Consul, up *testenv.Process, prefix string) map[string]string {
 	t.Helper()
+	return waitServingAs(t, consul, "hello-web", prefix)
+}
+
+// waitServingAs is waitServing for the hello example deployed as another formation: its
+// Consul service is service.
+func waitServingAs(t *testing.T, consul *testenv.Consul, service, prefix string) map[string]string {
+	t.Helper()
 	var addrs map[string]string
 	testenv.Eventually(t, 5*time.Minute, "2 passing instances answering "+prefix, func() bool {
-		entries, _, err := consul.Client.Health().Service("hello-web", "", true, nil)
+		entries, _, err := consul.Client.Health().Service(service, "", true, nil)
 		if err != nil || len(entries) != 2 {
 			return false
 		}
