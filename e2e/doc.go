@@ -12,7 +12,7 @@
 //   - TestRolloutTime and TestZeroFailedRequestsThroughTheRouter: their figures (a
 //     roll-out's duration, failed requests at 200 req/s) are the point of the test.
 //   - TestRouterURLAcrossCommit: no request may fail across a roll-out at 200 req/s, and
-//     2 of 8748 did once under the load of the parallel tests.
+//     2 of 8748 did once even so, on a machine busy with other packages' tests.
 //
 // Go runs the serial tests first, one at a time, then the parallel ones together.
 package e2e
