@@ -22,17 +22,22 @@ BUILDER_REGISTRY ?= 127.0.0.1:5000
 BUILD_IMAGE ?= gilliam/stack-build:busybox
 RUN_IMAGE ?= $(BUILDER_REGISTRY)/gilliam/stack-run:busybox
 
-# Tests find the tools here; the pure packages (and state, against Consul) also run with
-# -race. -count=1: an integration test's result depends on more than its inputs, so it is
-# never taken from Go's test cache.
+# Tests find the tools here. Every package runs with -race (so do the gilliam-sync daemons
+# the tests start: testenv builds them with -race when the test binary is). -count=1: an
+# integration test's result depends on more than its inputs, so it is never taken from Go's
+# test cache.
 export GILLIAM_TOOLS := $(CACHE)
 export GILLIAM_BUILDER := $(BUILDER)
 export GILLIAM_RUN_IMAGE := $(RUN_IMAGE)
 export PACK_HOME := $(CACHE)/pack
 export GILLIAM_REPORTS := $(CACHE)/reports
-RACE_PKGS := ./schema/... ./placement/... ./state/...
 TEST_TIMEOUT ?= 25m
 CHAOS_TIMEOUT ?= 15m
+# The slowest packages first (they mostly wait: on containers, checks, leases), so they start
+# at once; TEST_P packages at a time (Go's default is one per core).
+TEST_PKGS = ./e2e ./cmd/... ./hostd/... ./build/... ./sync/... \
+	$$($(GO) list ./... | grep -v -E '/(e2e|cmd|hostd|build|sync)($$|/)')
+TEST_P ?= 4
 
 ##@ Use
 
@@ -41,11 +46,16 @@ demo: tools build ## Start everything on this machine (Consul, sync, host daemon
 	@scripts/demo.sh
 
 .PHONY: test
-test: tools ## Run every test, integration tests included (real Consul, Docker, registry, git)
+test: tools ## Run every test under -race, integration and chaos tests included (real Consul, Docker, registry, git, a multi-host cluster); fail on anything left behind
 	@rm -rf $(GILLIAM_REPORTS)
-	$(GO) test -count=1 -race -timeout $(TEST_TIMEOUT) $(RACE_PKGS)
-	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v -E '/(schema|placement|state)($$|/)')
-	@if [ -d $(GILLIAM_REPORTS) ]; then echo; echo "Measured by the tests:"; cat $(GILLIAM_REPORTS)/*.txt; fi
+	@start=$$(date +%s); status=0; snap=$$(mktemp); \
+	$(GO) run ./internal/tools/leftovers -snapshot $$snap; \
+	$(GO) test -count=1 -race -p $(TEST_P) -timeout $(TEST_TIMEOUT) $(TEST_PKGS) || status=$$?; \
+	GILLIAM_CHAOS=1 GILLIAM_REPORTS=$(GILLIAM_REPORTS)/chaos $(GO) test -count=1 -timeout $(CHAOS_TIMEOUT) ./e2e/chaos/ || status=$$?; \
+	if [ -d $(GILLIAM_REPORTS) ]; then echo; echo "Measured by the tests:"; cat $(GILLIAM_REPORTS)/*.txt $(GILLIAM_REPORTS)/chaos/*.txt 2>/dev/null; fi; \
+	echo; $(GO) run ./internal/tools/leftovers -before $$snap || status=1; rm -f $$snap; \
+	took=$$(( $$(date +%s) - start )); echo "make test: $$((took / 60))m$$((took % 60))s wall time"; \
+	exit $$status
 
 .PHONY: build
 build: ## Build bin/gilliam-sync

@@ -11,6 +11,7 @@ import (
 // A canary runs a release at a small scale beside the service's own, seen by Consul (and
 // so by the router), until promoted (it rolls out) or aborted (it stops).
 func TestCanaryPromoteAndAbort(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	c.host("h")
 	image := c.testImage()

@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -33,6 +32,7 @@ func (c *cluster) testImage() string {
 // Rollback pins: after a rollback, a new commit makes a release but does not deploy it;
 // unpin deploys it.
 func TestRollbackPinsUntilUnpin(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	c.host("h")
 	image := c.testImage()
@@ -83,6 +83,7 @@ func TestRollbackPinsUntilUnpin(t *testing.T) {
 
 // The scale set by hand holds until gilliam.yml's scale for the service changes.
 func TestScaleHoldsUntilTheFileChanges(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	c.host("h")
 	image := c.testImage()
@@ -113,40 +114,42 @@ func TestScaleHoldsUntilTheFileChanges(t *testing.T) {
 // A config var change makes a new release without a build; the running instances get the
 // value; status, release listings and logs never show it.
 func TestConfigVarReleasesWithoutBuild(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	c.host("h")
-	c.repo.CommitDir(filepath.Join(testenv.RepoRoot(t), "examples", "formations", "hello"), "", "hello")
+	const f = "hellocfg" // the hello example, named for this test
+	c.repo.CommitDir(helloAs(t, f), "", "hello")
 	s := c.sync("a", nil)
-	testenv.Eventually(t, 5*time.Minute, "hello serving", func() bool { return c.countPrefix("hello-web", "Hello, world from ") == 2 })
+	testenv.Eventually(t, 5*time.Minute, "hello serving", func() bool { return c.countPrefix(f+"-web", "Hello, world from ") == 2 })
 	builds := len(s.Logs("building"))
 
 	const secret = "Bonjour-s3cr3t"
-	out := c.cli("env", "set", "hello", "GREETING="+secret)
+	out := c.cli("env", "set", f, "GREETING="+secret)
 	if strings.Contains(out, secret) {
 		t.Fatalf("env set echoes the value: %s", out)
 	}
 	testenv.Eventually(t, 2*time.Minute, "instances with the new value", func() bool {
-		return c.countPrefix("hello-web", secret+" from ") == 2
+		return c.countPrefix(f+"-web", secret+" from ") == 2
 	})
 	if n := len(s.Logs("building")); n != builds {
 		t.Fatalf("a config change built: %d builds, was %d", n, builds)
 	}
-	rels, err := c.store.Releases(context.Background(), "hello")
+	rels, err := c.store.Releases(context.Background(), f)
 	if err != nil || len(rels) != 2 || rels[0].Cause != "config" {
 		t.Fatalf("releases after the config change: %+v %v", rels, err)
 	}
 	for _, where := range map[string]string{
-		"status":      c.cli("status", "hello"),
-		"status json": c.cli("status", "hello", "--output", "json"),
-		"releases":    c.cli("releases", "hello") + c.cli("releases", "hello", "--output", "json") + c.cli("releases", "hello", "--history"),
-		"env list":    c.cli("env", "list", "hello"),
+		"status":      c.cli("status", f),
+		"status json": c.cli("status", f, "--output", "json"),
+		"releases":    c.cli("releases", f) + c.cli("releases", f, "--output", "json") + c.cli("releases", f, "--history"),
+		"env list":    c.cli("env", "list", f),
 		"sync log":    s.Output(),
 	} {
 		if strings.Contains(where, secret) {
 			t.Fatalf("the config value shows in:\n%s", where)
 		}
 	}
-	if l := c.cli("env", "list", "hello", "--reveal"); !strings.Contains(l, "GREETING="+secret) {
+	if l := c.cli("env", "list", f, "--reveal"); !strings.Contains(l, "GREETING="+secret) {
 		t.Fatalf("env list --reveal: %s", l)
 	}
 }

@@ -23,6 +23,8 @@ import (
 // lifecycle included), the host daemon pulls with the second, and anyone else, the Docker
 // engine without credentials included, is refused.
 func TestUpWithItsOwnRegistry(t *testing.T) {
+	t.Parallel()
+	const f = "helloreg" // the hello example, named for this test
 	consul := testenv.NewConsul(t)
 	docker := testenv.NewDocker(t)
 	git := testenv.NewGitServer(t)
@@ -34,20 +36,20 @@ func TestUpWithItsOwnRegistry(t *testing.T) {
 	ctx := context.Background()
 	t.Cleanup(func() { docker.RemoveContainers(t, hostd.LabelHost, hostID) })
 	t.Cleanup(func() { removeImagesOf(docker, addr) })
-	for _, v := range []string{build.CacheVolume(addr, "hello", "web"), build.LaunchCacheVolume(addr, "hello", "web")} {
+	for _, v := range []string{build.CacheVolume(addr, f, "web"), build.LaunchCacheVolume(addr, f, "web")} {
 		if _, err := docker.Client.VolumeInspect(ctx, v); err != nil { // not a cache another test warmed
 			t.Cleanup(func() { docker.Client.VolumeRemove(context.Background(), v, true) })
 		}
 	}
 
-	repo.CommitDir(filepath.Join(testenv.RepoRoot(t), "examples", "formations", "hello"), "", "hello")
-	up := testenv.Start(t, consul.Env(), bin, "up", "--repo", repo.URL, "--registry-listen", addr,
+	repo.CommitDir(helloAs(t, f), "", "hello")
+	testenv.Start(t, consul.Env(), bin, "up", "--repo", repo.URL, "--registry-listen", addr,
 		"--data", data, "--host-id", hostID, "--poll", "1s", "--log-format", "json",
 		"--builder", testenv.Builder(t))
-	waitServing(t, consul, up, "Hello, world from ")
+	waitServingAs(t, consul, f+"-web", "Hello, world from ")
 
-	rels, err := state.NewStore(consul.Client, "").Releases(ctx, "hello")
-	if err != nil || len(rels) != 1 || !strings.HasPrefix(rels[0].Image, addr+"/hello/web@sha256:") {
+	rels, err := state.NewStore(consul.Client, "").Releases(ctx, f)
+	if err != nil || len(rels) != 1 || !strings.HasPrefix(rels[0].Image, addr+"/"+f+"/web@sha256:") {
 		t.Fatalf("releases %v %v: want one, its image in the embedded registry %s", rels, err, addr)
 	}
 
@@ -57,7 +59,7 @@ func TestUpWithItsOwnRegistry(t *testing.T) {
 			t.Errorf("%s: %v, mode %v; want 0600", f, err, info.Mode().Perm())
 		}
 	}
-	resp, err := http.Get("http://" + addr + "/v2/hello/web/tags/list")
+	resp, err := http.Get("http://" + addr + "/v2/" + f + "/web/tags/list")
 	if err != nil {
 		t.Fatal(err)
 	}

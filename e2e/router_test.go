@@ -30,6 +30,7 @@ func TestRouterURLAcrossCommit(t *testing.T) {
 	bin := testenv.Binary(t)
 	hostID := fmt.Sprintf("e2e-router-%d", time.Now().UnixNano()%1e9)
 	t.Cleanup(func() { docker.RemoveContainers(t, hostd.LabelHost, hostID) })
+	t.Cleanup(func() { removeBuildCaches(t, docker, reg.Addr) })
 
 	example := filepath.Join(testenv.RepoRoot(t), "examples", "formations", "hello")
 	repo.CommitDir(example, "", "hello")

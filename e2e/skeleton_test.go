@@ -22,14 +22,17 @@ import (
 // The walking skeleton, end to end: a git push becomes serving instances registered in
 // Consul; a change replaces them; an invalid gilliam.yml is reported and changes nothing.
 func TestPushToServing(t *testing.T) {
+	t.Parallel()
 	consul := testenv.NewConsul(t)
 	reg := testenv.NewRegistry(t)
 	docker := testenv.NewDocker(t)
 	git := testenv.NewGitServer(t)
 	repo := git.NewRepo(t, "hello")
 	bin := testenv.Binary(t)
-	hostID := fmt.Sprintf("e2e-%d", time.Now().UnixNano()%1e9)
+	hostID := uniqueID("e2e")
+	// Registered before the daemons start, so they run after they stopped.
 	t.Cleanup(func() { docker.RemoveContainers(t, hostd.LabelHost, hostID) })
+	t.Cleanup(func() { removeBuildCaches(t, docker, reg.Addr) })
 	store := state.NewStore(consul.Client, "")
 	ctx := context.Background()
 
@@ -148,9 +151,16 @@ func TestPushToServing(t *testing.T) {
 // start with prefix, and returns their addresses by instance ID.
 func waitServing(t *testing.T, consul *testenv.Consul, up *testenv.Process, prefix string) map[string]string {
 	t.Helper()
+	return waitServingAs(t, consul, "hello-web", prefix)
+}
+
+// waitServingAs is waitServing for the hello example deployed as another formation: its
+// Consul service is service.
+func waitServingAs(t *testing.T, consul *testenv.Consul, service, prefix string) map[string]string {
+	t.Helper()
 	var addrs map[string]string
 	testenv.Eventually(t, 5*time.Minute, "2 passing instances answering "+prefix, func() bool {
-		entries, _, err := consul.Client.Health().Service("hello-web", "", true, nil)
+		entries, _, err := consul.Client.Health().Service(service, "", true, nil)
 		if err != nil || len(entries) != 2 {
 			return false
 		}

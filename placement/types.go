@@ -38,8 +38,10 @@ func (c Constraint) String() string { return c.Key + string(c.Op) + c.Value }
 
 // Instance is one copy of a release of a service, the unit Plan places.
 type Instance struct {
-	// ID is stable and unique (formation/service/release/index); the caller makes it. Plan
-	// matches desired instances with current assignments by ID only.
+	// ID is stable and unique (formation-service-release-index, state.InstanceID); the
+	// caller makes it. Plan matches desired instances with current assignments by ID only:
+	// which host runs it is the assignment's, not part of the ID (host daemons add the host
+	// to the container name and the Consul registration ID they make from it).
 	ID                          string
 	Formation, Service, Release string
 	Resources                   Resources

@@ -221,8 +221,11 @@ type Constraint struct {
 
 // Instance is one running copy of a release, placed on one host.
 type Instance struct {
-	// ID is stable and unique: formation-service-release-index. It names the container
-	// (with a prefix) and the instance's Consul service registration.
+	// ID is stable and unique: formation-service-release-index (InstanceID). The host
+	// running it puts it in the container's name, gilliam-<host>-<instance>
+	// (ContainerName), and in the ID of its Consul registration, <instance>@<host>
+	// (RegistrationID), whose meta "instance" holds the ID alone: two hosts never share a
+	// name for one instance.
 	ID        string `json:"id"`
 	Formation string `json:"formation"`
 	Service   string `json:"service"`

@@ -67,8 +67,9 @@ func shortID(release string) string {
 }
 
 // InstanceID is the ID of the index-th instance of a release. Formation and service names
-// are DNS labels and release IDs are hex, so the ID is a valid container name, Consul
-// service ID and DNS label.
+// are DNS labels and release IDs are hex, so the ID is a DNS label, and part of its
+// container's name and of its registration's ID, with the host (ContainerName,
+// RegistrationID).
 func InstanceID(formation, service, release string, index int) string {
 	return fmt.Sprintf("%s-%s-%s-%d", formation, service, shortID(release), index)
 }

@@ -22,17 +22,30 @@ var binary struct {
 }
 
 // Binary builds bin/gilliam-sync from this repository once per test process and returns its
-// path.
+// path. When the test runs under -race (make test), so does the program: a data race in a
+// daemon a test runs fails that test (see Start). It is built next to the test binary, in
+// the folder `go test` removes when the package's tests end.
 func Binary(t testing.TB) string {
 	t.Helper()
 	binary.once.Do(func() {
-		dir, err := os.MkdirTemp("", "gilliam-sync-bin-")
+		parent := ""
+		if exe, err := os.Executable(); err == nil {
+			parent = filepath.Dir(exe)
+		}
+		dir, err := os.MkdirTemp(parent, "gilliam-sync-bin-")
+		if err != nil && parent != "" {
+			dir, err = os.MkdirTemp("", "gilliam-sync-bin-")
+		}
 		if err != nil {
 			binary.err = err
 			return
 		}
 		binary.path = filepath.Join(dir, "gilliam-sync")
-		cmd := exec.Command("go", "build", "-o", binary.path, "./cmd/gilliam-sync")
+		args := []string{"build", "-o", binary.path}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		cmd := exec.Command("go", append(args, "./cmd/gilliam-sync")...)
 		cmd.Dir = RepoRoot(t)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			binary.err = fmt.Errorf("go build: %v\n%s", err, out)
@@ -64,7 +77,8 @@ type LogLine struct {
 }
 
 // Start runs bin with args and extra environment. Its stderr is parsed as JSON log lines;
-// stdout and anything unparsable are kept for Output.
+// stdout and anything unparsable are kept for Output. At cleanup, a data race the program
+// reported (a -race build, see Binary) fails the test with the report.
 func Start(t testing.TB, env []string, bin string, args ...string) *Process {
 	t.Helper()
 	p := &Process{t: t, exited: make(chan struct{})}
@@ -93,6 +107,9 @@ func Start(t testing.TB, env []string, bin string, args ...string) *Process {
 	}()
 	t.Cleanup(func() {
 		p.Stop()
+		if races := p.Races(); len(races) > 0 {
+			t.Errorf("%s reported %d data race(s):\n%s", filepath.Base(bin), len(races), strings.Join(races, "\n"))
+		}
 		if t.Failed() {
 			t.Logf("output of %s:\n%s", filepath.Base(bin), p.Output())
 		}
@@ -125,6 +142,19 @@ func (p *Process) Output() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.raw.String()
+}
+
+// Races returns the data race reports the program wrote so far (a -race build writes each
+// between two lines of "==================").
+func (p *Process) Races() []string {
+	var races []string
+	const sep = "==================\n"
+	for _, part := range strings.Split(p.Output(), sep) {
+		if strings.HasPrefix(part, "WARNING: DATA RACE") {
+			races = append(races, part)
+		}
+	}
+	return races
 }
 
 // Lines returns every log line so far.

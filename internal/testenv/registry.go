@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -31,12 +32,16 @@ type Registry struct {
 	handler http.Handler
 	server  *http.Server
 	done    chan struct{}
+
+	mu     sync.Mutex
+	pushes map[string]int // manifest PUTs answered 201, by repository
 }
 
 // NewRegistry starts a registry; t.Cleanup stops it.
 func NewRegistry(t testing.TB) *Registry {
 	t.Helper()
-	r := &Registry{t: t, handler: registry.New(registry.Logger(log.New(io.Discard, "", 0)))}
+	r := &Registry{t: t, pushes: map[string]int{}}
+	r.handler = r.counting(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("testenv: registry: %v", err)
@@ -71,6 +76,59 @@ func (r *Registry) removePulled() {
 			}
 		}
 	}
+}
+
+// Pushes is how many manifests were pushed to repo (a path such as "hello/web") and
+// accepted: one per image published there under a tag, which is how a test counts the
+// builds that reached the registry whatever the daemons logged.
+func (r *Registry) Pushes(repo string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.pushes[repo]
+}
+
+// counting wraps the registry's handler to count accepted manifest PUTs by repository.
+func (r *Registry) counting(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		repo, ok := manifestRepo(req)
+		if !ok {
+			h.ServeHTTP(w, req)
+			return
+		}
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		h.ServeHTTP(sw, req)
+		if sw.status == http.StatusCreated {
+			r.mu.Lock()
+			r.pushes[repo]++
+			r.mu.Unlock()
+		}
+	})
+}
+
+// manifestRepo is the repository of a manifest PUT: PUT /v2/<repo>/manifests/<reference>.
+func manifestRepo(req *http.Request) (string, bool) {
+	if req.Method != http.MethodPut {
+		return "", false
+	}
+	path, ok := strings.CutPrefix(req.URL.Path, "/v2/")
+	if !ok {
+		return "", false
+	}
+	i := strings.LastIndex(path, "/manifests/")
+	if i <= 0 {
+		return "", false
+	}
+	return path[:i], true
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
 }
 
 func (r *Registry) serve(l net.Listener) {

@@ -101,6 +101,27 @@ func TestRegistryPushPullByDigest(t *testing.T) {
 	// The engine pulls it by digest from 127.0.0.1 over plain HTTP.
 	d.PullImage(t, ref)
 	t.Cleanup(func() { d.Client.ImageRemove(context.Background(), ref, image.RemoveOptions{Force: true}) })
+
+	// One image pushed to test/app, counted once; none anywhere else.
+	if n, other := reg.Pushes("test/app"), reg.Pushes("test"); n != 1 || other != 0 {
+		t.Fatalf("pushes counted: test/app %d, test %d; want 1 and 0", n, other)
+	}
+}
+
+// A data race report of a program run under -race is found in its output, between the
+// lines the race detector frames it with.
+func TestProcessRaces(t *testing.T) {
+	p := &Process{}
+	p.raw.WriteString("{\"msg\":\"started\"}\n==================\nWARNING: DATA RACE\nWrite at 0x00c by goroutine 7:\n  main.f()\n==================\n{\"msg\":\"stopped\"}\n")
+	races := p.Races()
+	if len(races) != 1 || !strings.Contains(races[0], "main.f()") {
+		t.Fatalf("races found: %q", races)
+	}
+	p = &Process{}
+	p.raw.WriteString("==================\nnot a race\n")
+	if races := p.Races(); len(races) != 0 {
+		t.Fatalf("races found in output without one: %q", races)
+	}
 }
 
 func TestGitServerCloneFetchForcePushDelete(t *testing.T) {
