@@ -532,3 +532,16 @@ func TestReconcileNodeDownIsDeadAtOnce(t *testing.T) {
 		t.Fatalf("node down: %+v", d.Actions)
 	}
 }
+
+// The watch list's policy decides previews: a pull request it refuses (from a fork, say)
+// gets nothing, whatever its gilliam.yml says.
+func TestReconcileDeniedPreview(t *testing.T) {
+	const file = web + "previews:\n  enabled: true\n"
+	w, m := world(t, "p1", file), memory()
+	tg := &w.Repos[0].Targets[0]
+	tg.Ref, tg.Kind, tg.PR, tg.Denied = "refs/pull/9/head", gitwatch.RefPullRequest, 9, "a pull request from a fork, and forks get no previews"
+	d := Reconcile(Input{World: w, Memory: m, Policy: policy()})
+	if got := kinds(d.Actions); got != "Notice" {
+		t.Fatalf("a denied preview: %s", got)
+	}
+}
