@@ -54,7 +54,9 @@ func TestUnhealthyInstanceIsRestarted(t *testing.T) {
 		}
 		return false
 	})
-	if !strings.HasPrefix(waiting.Error, "unhealthy: check critical") || waiting.UnhealthyRestarts != 1 {
+	// The status is written at a limited rate: on a busy machine the first one seen may
+	// already count the second restart.
+	if !strings.HasPrefix(waiting.Error, "unhealthy: check critical") || waiting.UnhealthyRestarts < 1 {
 		t.Errorf("status while stopped: %+v", waiting)
 	}
 	testenv.Eventually(t, 30*time.Second, "two unhealthy restarts, running again", func() bool {
