@@ -34,8 +34,8 @@ func BenchmarkBuild(b *testing.B) {
 			b.StopTimer()
 			service := fmt.Sprintf("bench-cold-%d", time.Now().UnixNano())
 			b.Cleanup(func() {
-				removeVolume(b, d, build.CacheVolume(reg.Addr, formation, service))
-				removeVolume(b, d, build.LaunchCacheVolume(reg.Addr, formation, service))
+				removeVolume(b, d, build.CacheVolume(testScope, formation, service))
+				removeVolume(b, d, build.LaunchCacheVolume(testScope, formation, service))
 			})
 			b.StartTimer()
 			start := time.Now()

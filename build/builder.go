@@ -61,6 +61,8 @@ type Config struct {
 	// Keychain gives the credentials to push to Registry and to read images with; nil
 	// means the Docker keychain (DOCKER_CONFIG, docker login).
 	Keychain authn.Keychain
+	// CacheScope names whose build caches these are; empty: the registry (see CacheVolume).
+	CacheScope string
 	// Logger receives what happens, build output included, line by line; nil discards it.
 	Logger *slog.Logger
 }
@@ -122,7 +124,7 @@ func New(cfg Config) (*Builder, error) {
 		}
 	}
 	pack, err := NewBuildpacks(BuildpacksConfig{Builder: cfg.Builder, Registry: cfg.Registry,
-		PackHome: filepath.Join(dir, "pack"), Isolation: cfg.Isolation, Keychain: cfg.Keychain, Logger: cfg.Logger})
+		PackHome: filepath.Join(dir, "pack"), Isolation: cfg.Isolation, Keychain: cfg.Keychain, CacheScope: cfg.CacheScope, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}

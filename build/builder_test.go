@@ -339,8 +339,8 @@ func TestTimeoutAndCancel(t *testing.T) {
 			service := "cold-" + tc.name + "-" + time.Now().Format("150405.000000000")[7:]
 			service = strings.ReplaceAll(service, ".", "")
 			t.Cleanup(func() {
-				removeVolume(t, d, build.CacheVolume(reg.Addr, formation, service))
-				removeVolume(t, d, build.LaunchCacheVolume(reg.Addr, formation, service))
+				removeVolume(t, d, build.CacheVolume(testScope, formation, service))
+				removeVolume(t, d, build.LaunchCacheVolume(testScope, formation, service))
 			})
 			b := newBuilder(t, reg.Addr, "", func(c *build.Config) { c.Timeout = tc.timeout })
 			ctx := context.Background()
@@ -368,7 +368,7 @@ func TestTimeoutAndCancel(t *testing.T) {
 				}
 			}
 			testenv.Eventually(t, 30*time.Second, "pack's build containers to be gone", func() bool {
-				return !volumeInUse(t, d, build.CacheVolume(reg.Addr, formation, service))
+				return !volumeInUse(t, d, build.CacheVolume(testScope, formation, service))
 			})
 		})
 	}

@@ -43,6 +43,7 @@ type Buildpacks struct {
 	packHome string
 	iso      Isolation
 	keychain authn.Keychain
+	scope    string // of the cache volumes
 	log      *slog.Logger
 }
 
@@ -61,6 +62,9 @@ type BuildpacksConfig struct {
 	// Keychain gives registry credentials to pack and to the push; nil means the Docker
 	// keychain.
 	Keychain authn.Keychain
+	// CacheScope names whose build caches these are (CacheVolume); empty: the registry,
+	// so two installations sharing an engine never share a cache.
+	CacheScope string
 	// Logger receives what happens; nil discards it.
 	Logger *slog.Logger
 }
@@ -77,6 +81,10 @@ func NewBuildpacks(cfg BuildpacksConfig) (*Buildpacks, error) {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	scope := cfg.CacheScope
+	if scope == "" {
+		scope = strings.TrimSuffix(cfg.Registry, "/")
 	}
 	keychain := cfg.Keychain
 	if keychain == nil {
@@ -96,7 +104,7 @@ func NewBuildpacks(cfg BuildpacksConfig) (*Buildpacks, error) {
 		return nil, fmt.Errorf("docker client: %w", err)
 	}
 	return &Buildpacks{docker: docker, pack: &isolatedDocker{Client: moby, iso: iso}, builder: cfg.Builder,
-		registry: strings.TrimSuffix(cfg.Registry, "/"), packHome: cfg.PackHome, iso: iso, log: log, keychain: keychain}, nil
+		registry: strings.TrimSuffix(cfg.Registry, "/"), packHome: cfg.PackHome, iso: iso, log: log, keychain: keychain, scope: scope}, nil
 }
 
 // Close closes the connections to the Docker engine.
@@ -144,16 +152,17 @@ func Repository(registry, formation, service string) string {
 }
 
 // CacheVolume is the Docker volume holding a service's buildpack cache (the Go build cache,
-// say) between builds, for the installation that publishes to registry (names.CacheVolume:
-// two installations, or two tests, sharing an engine never share a cache).
-func CacheVolume(registry, formation, service string) string {
-	return names.CacheVolume(registry, formation, service, "build")
+// say) between builds, in a cache scope (BuildpacksConfig.CacheScope: by default the
+// installation's registry, so two installations sharing an engine never share a cache;
+// names.CacheVolume).
+func CacheVolume(scope, formation, service string) string {
+	return names.CacheVolume(scope, formation, service, "build")
 }
 
 // LaunchCacheVolume is the Docker volume holding a service's launch cache: the layers of
 // its last image, which the exporter reuses instead of writing them again.
-func LaunchCacheVolume(registry, formation, service string) string {
-	return names.CacheVolume(registry, formation, service, "launch")
+func LaunchCacheVolume(scope, formation, service string) string {
+	return names.CacheVolume(scope, formation, service, "launch")
 }
 
 // Build builds req.Source and publishes it as Repository(...):req.Tag. The build runs
@@ -196,7 +205,7 @@ func (b *Buildpacks) Build(ctx context.Context, req PackRequest) (PackResult, er
 		// The launch cache lets the exporter reuse unchanged layers in the engine.
 		Cache: cache.CacheOpts{
 			Build:  cache.CacheInfo{Format: cache.CacheVolume, Source: volumeName},
-			Launch: cache.CacheInfo{Format: cache.CacheVolume, Source: LaunchCacheVolume(b.registry, req.Formation, req.Service)},
+			Launch: cache.CacheInfo{Format: cache.CacheVolume, Source: LaunchCacheVolume(b.scope, req.Formation, req.Service)},
 		},
 		// -1 keeps the builder's user (cnb, 1000:1000); 0 would run buildpacks as root.
 		UserID:  -1,
@@ -282,7 +291,7 @@ func (b *Buildpacks) packClient(out io.Writer) (*packclient.Client, error) {
 // carrying these labels. An existing volume is kept as it is. It returns the build
 // cache's name; the launch cache's is LaunchCacheVolume's.
 func (b *Buildpacks) cacheVolume(ctx context.Context, formation, service string) (string, error) {
-	for _, name := range []string{CacheVolume(b.registry, formation, service), LaunchCacheVolume(b.registry, formation, service)} {
+	for _, name := range []string{CacheVolume(b.scope, formation, service), LaunchCacheVolume(b.scope, formation, service)} {
 		_, err := b.docker.VolumeCreate(ctx, volume.CreateOptions{Name: name, Labels: map[string]string{
 			LabelFormation: formation, LabelService: service, LabelRegistry: b.registry,
 		}})
@@ -290,5 +299,5 @@ func (b *Buildpacks) cacheVolume(ctx context.Context, formation, service string)
 			return "", fmt.Errorf("cache volume %s: %w", name, err)
 		}
 	}
-	return CacheVolume(b.registry, formation, service), nil
+	return CacheVolume(b.scope, formation, service), nil
 }

@@ -102,6 +102,11 @@ func (s source) request(service, commit string) build.Request {
 	return build.Request{Formation: formation, Service: service, Commit: commit, TreeHash: s.tree(), Source: s.write(nil)}
 }
 
+// testScope is the cache scope of the build tests' builders: their caches stay warm from
+// one run to the next (a test that needs a cold build uses a service name of its own and
+// removes its volumes), whatever registry each test starts.
+const testScope = "buildtest"
+
 // newBuilder is a Builder publishing to registry with its data in dataDir (a fresh folder
 // when empty), logging into the test's log.
 func newBuilder(t testing.TB, registry, dataDir string, opts ...func(*build.Config)) *build.Builder {
@@ -109,7 +114,7 @@ func newBuilder(t testing.TB, registry, dataDir string, opts ...func(*build.Conf
 	if dataDir == "" {
 		dataDir = t.TempDir()
 	}
-	cfg := build.Config{Registry: registry, Builder: testenv.Builder(t), DataDir: dataDir,
+	cfg := build.Config{Registry: registry, Builder: testenv.Builder(t), DataDir: dataDir, CacheScope: testScope,
 		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	for _, o := range opts {
 		o(&cfg)

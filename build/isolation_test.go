@@ -145,7 +145,7 @@ func TestBuildpackBuildHasNoNetworkAndIsCapped(t *testing.T) {
 	reg := testenv.NewRegistry(t)
 	consul := newHostPort(t)
 	b := newBuilder(t, reg.Addr, "", limits)
-	cache := build.CacheVolume(reg.Addr, formation, "isolated")
+	cache := build.CacheVolume(testScope, formation, "isolated")
 	starts := watchStarts(t, d, func(c container.InspectResponse) bool {
 		for _, m := range c.Mounts {
 			if m.Name == cache {

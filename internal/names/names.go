@@ -51,11 +51,11 @@ func HostCheckID(host string) string { return "gilliam-host-alive-" + host }
 const CacheVolumePrefix = "gilliam-cache-"
 
 // CacheVolume is the Docker volume that keeps a service's build cache between builds, of
-// one kind (build or launch). The registry the installation publishes to keeps two
-// installations sharing an engine (or two tests) apart: its hash is in the name. The dots
-// keep (a-b, c) and (a, b-c) apart: labels have no dots.
-func CacheVolume(registry, formation, service, kind string) string {
-	sum := sha256.Sum256([]byte(strings.TrimSuffix(registry, "/")))
+// one kind (build or launch). scope keeps two installations sharing an engine (or two
+// tests) apart: an installation's is its registry, whose hash is in the name. The dots keep
+// (a-b, c) and (a, b-c) apart: labels have no dots.
+func CacheVolume(scope, formation, service, kind string) string {
+	sum := sha256.Sum256([]byte(strings.TrimSuffix(scope, "/")))
 	return fmt.Sprintf("%s%s.%s.%s.%s", CacheVolumePrefix, hex.EncodeToString(sum[:4]), formation, service, kind)
 }
 

@@ -6,7 +6,7 @@
 //     or one pack ran a build in (author=pack);
 //   - a volume carrying one, or named gilliam-cache-* (build caches) or pack-app-*,
 //     pack-layers-* (pack's, for one build), except the build package's test caches
-//     (gilliam-cache-buildtest.*), which its tests keep on purpose so that only the first
+//     (cache scope and formation buildtest), which its tests keep on purpose so that only the first
 //     run on a machine compiles Go's standard library;
 //   - a process of the project's (gilliam-sync built by a test, Consul or sshd from
 //     .cache), started after the snapshot, whose parent is gone: no test is left to stop

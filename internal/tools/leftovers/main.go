@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"github.com/gilliam-sync/gilliam-sync/internal/names"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -21,7 +22,7 @@ const labelPrefix = "io.gilliam."
 
 // keptVolume is the name prefix of the cache volumes build's tests keep on purpose (see
 // build/helpers_test.go).
-const keptVolume = "gilliam-cache-buildtest."
+var keptVolume = strings.TrimSuffix(names.CacheVolume("buildtest", "buildtest", "", ""), ".") // the build tests' scope and formation
 
 func main() {
 	snapshot := flag.String("snapshot", "", "write what is there now to this file (the run's start)")
