@@ -63,11 +63,10 @@ func TestCrashLoopBacksOffToTheCap(t *testing.T) {
 			t.Errorf("gap %d: %v, want %v to %v", i+1, g, want, limit)
 		}
 	}
-	// They grow: 0.5s, 1s, 2s, then 4s, 4s... (the bounds above keep out a gap that would
-	// double past the cap, 8s or 16s).
-	if gaps[0]+2*time.Second > gaps[3] {
-		t.Errorf("the gaps did not grow: %v", gaps)
-	}
+	// They grow: 0.5s, 1s, 2s, then 4s, 4s...: the lower bounds above hold each gap to its
+	// backoff, which grows, and the upper ones keep out a gap that doubled past the cap. (A
+	// comparison of two gaps would measure the machine: under load the time to notice an
+	// exit and start the container again varies by seconds.)
 	testenv.Eventually(t, 10*time.Second, "the crash loop in the status", func() bool {
 		s, ok := instanceStatus(e.status(t), inst[0].ID)
 		return ok && s.CrashLoop && s.ExitCode == 3 && s.Restarts >= 3 && strings.Contains(s.Error, "crash loop") &&
