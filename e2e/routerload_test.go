@@ -3,79 +3,14 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"net/http/httptest"
 	"strings"
-	stdsync "sync"
 	"testing"
 	"time"
 
 	"github.com/gilliam-sync/gilliam-sync/internal/testenv"
 	"github.com/gilliam-sync/gilliam-sync/router"
 )
-
-// load sends GET requests through a router at a steady rate and keeps what failed.
-type load struct {
-	mu       stdsync.Mutex
-	sent     int
-	bodies   map[string]int
-	failures []string
-	stop     context.CancelFunc
-	done     stdsync.WaitGroup
-}
-
-func startLoad(url, host string, perSecond int) *load {
-	l := &load{bodies: map[string]int{}}
-	ctx, stop := context.WithCancel(context.Background())
-	l.stop = stop
-	client := &http.Client{Timeout: 30 * time.Second}
-	l.done.Add(1)
-	go func() {
-		defer l.done.Done()
-		tick := time.NewTicker(time.Second / time.Duration(perSecond))
-		defer tick.Stop()
-		var inflight stdsync.WaitGroup
-		defer inflight.Wait()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-			inflight.Add(1)
-			go func() {
-				defer inflight.Done()
-				req, _ := http.NewRequest("GET", url, nil)
-				req.Host = host
-				resp, err := client.Do(req)
-				var body []byte
-				if err == nil {
-					body, err = io.ReadAll(resp.Body)
-					resp.Body.Close()
-				}
-				l.mu.Lock()
-				defer l.mu.Unlock()
-				l.sent++
-				switch {
-				case err != nil:
-					l.failures = append(l.failures, err.Error())
-				case resp.StatusCode != 200:
-					l.failures = append(l.failures, fmt.Sprintf("%d %s", resp.StatusCode, strings.TrimSpace(string(body))))
-				default:
-					l.bodies[string(body)]++
-				}
-			}()
-		}
-	}()
-	return l
-}
-
-func (l *load) counts() (sent, failed int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.sent, len(l.failures)
-}
 
 // Zero failed requests through the router, at 200 req/s, across a roll-out, a rollback, a
 // scale-down and a host drain, with real host daemons stopping real containers: hostd
@@ -111,7 +46,7 @@ services:
 	c.repo.Commit(file("one", ""), "one")
 	c.sync("a", nil)
 	testenv.Eventually(t, 2*time.Minute, "2 instances of one through the router", func() bool { return c.countAnswering("zero-web", "one") == 2 })
-	l := startLoad(srv.URL+"/", "zero.localhost", 200)
+	l := testenv.StartLoad(srv.URL+"/", "zero.localhost", 200)
 	settled := func(what string, ok func() bool) {
 		t.Helper()
 		testenv.Eventually(t, 2*time.Minute, what, func() bool {
@@ -123,7 +58,7 @@ services:
 	}
 	var report []string
 	phase := func(name string) {
-		sent, failed := l.counts()
+		sent, failed := l.Counts()
 		report = append(report, fmt.Sprintf("  %-10s %6d requests so far, %d failed", name, sent, failed))
 	}
 
@@ -150,12 +85,11 @@ services:
 		return c.countAnswering("zero-web", "two") == 2
 	})
 	phase("host drain")
-	l.stop()
-	l.done.Wait()
-	sent, failed := l.counts()
+	l.Stop()
+	sent, failed := l.Counts()
 	testenv.Report(t, "e2e-router-zero-failed", fmt.Sprintf("Through the router at 200 req/s, real host daemons (drain delay 1s): %d requests, %d failed\n%s",
 		sent, failed, strings.Join(report, "\n")))
 	if failed > 0 {
-		t.Errorf("%d of %d requests failed; first: %q", failed, sent, l.failures[:min(5, failed)])
+		t.Errorf("%d of %d requests failed; first: %+v", failed, sent, l.Failures()[:min(5, failed)])
 	}
 }

@@ -1,13 +1,16 @@
 package chaos
 
 import (
+	"context"
 	"fmt"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/gilliam-sync/gilliam-sync/internal/cluster"
 	"github.com/gilliam-sync/gilliam-sync/internal/testenv"
+	"github.com/gilliam-sync/gilliam-sync/router"
 	"github.com/gilliam-sync/gilliam-sync/state"
 )
 
@@ -28,6 +31,21 @@ func TestChaosHostPowerLoss(t *testing.T) {
 	c.Repo.Commit(map[string]string{"gilliam.yml": formation("spread", image, 3, "MESSAGE: up")}, "spread")
 	c.StartSync("a", nil)
 	waitSpread(t, c, "spread-web", "up", 3, 3*time.Minute)
+
+	// Clients go through a router, as people would: what they see of the loss is counted.
+	rt, err := router.New(router.Config{Consul: c.Control.Client})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	routed := make(chan struct{})
+	go func() { defer close(routed); rt.Run(ctx) }()
+	srv := httptest.NewServer(rt)
+	defer func() { srv.Close(); cancel(); <-routed }()
+	testenv.Eventually(t, time.Minute, "the formation answering through the router", func() bool {
+		return testenv.HTTPGetHost(srv.URL+"/", "spread.localhost") == "up"
+	})
+	load := testenv.StartLoad(srv.URL+"/", "spread.localhost", 200)
 
 	dead := c.Host(2)
 	off := time.Now()
@@ -60,6 +78,18 @@ func TestChaosHostPowerLoss(t *testing.T) {
 		}
 		return false
 	})
+
+	time.Sleep(2 * time.Second)
+	load.Stop()
+	sent, failed := load.Counts()
+	window := "none"
+	if fs := load.Failures(); len(fs) > 0 {
+		first, last := fs[0].At, fs[0].At
+		for _, f := range fs {
+			first, last = minTime(first, f.At), maxTime(last, f.At)
+		}
+		window = fmt.Sprintf("requests sent from %s to %s after the power went, first: %s", since(first.Sub(off)), since(last.Sub(off)), fs[0].What)
+	}
 
 	// The dead host's registrations in the catalog: the control plane's to remove.
 	bound := hostTTL + deadAfter + 5*time.Second
@@ -98,8 +128,23 @@ func TestChaosHostPowerLoss(t *testing.T) {
 		fmt.Sprintf("  the dead host's instance not passing after          %s", since(notPassing)),
 		fmt.Sprintf("  lost instance serving on a live host after          %s (target: under 10s)", since(replaced)),
 		fmt.Sprintf("  dead host's registrations gone from the catalog     %s (bound: TTL + dead after + 5s = %s)", goneText, bound),
+		fmt.Sprintf("  through a router at 200 req/s                       %d requests, %d failed (%s)", sent, failed, window),
 	}, "\n"))
 	if gone == 0 || gone > bound {
 		t.Errorf("the dead host's registrations are %s, over the bound of %s: the sync leader must deregister a dead host's instances from the catalog (issue 17)", goneText, bound)
 	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }

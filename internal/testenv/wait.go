@@ -23,9 +23,19 @@ func Eventually(t testing.TB, limit time.Duration, what string, cond func() bool
 
 // HTTPGet returns the trimmed body of GET url, or "" when the request fails or answers
 // anything but 200.
-func HTTPGet(url string) string {
+func HTTPGet(url string) string { return HTTPGetHost(url, "") }
+
+// HTTPGetHost is HTTPGet with a Host header (a name a router routes by); "" keeps the URL's.
+func HTTPGetHost(url, host string) string {
 	c := http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Get(url)
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		return ""
+	}
+	if host != "" {
+		req.Host = host
+	}
+	resp, err := c.Do(req)
 	if err != nil {
 		return ""
 	}
