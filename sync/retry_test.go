@@ -82,6 +82,12 @@ func (b *logBuffer) Write(p []byte) (int, error) {
 	return b.buf.Write(p)
 }
 
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
 func (b *logBuffer) count(s string) int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -124,6 +130,9 @@ func TestRegistryDownIsRetriedWithBackoff(t *testing.T) {
 		d, _, err := store.Desired(context.Background(), "regdown")
 		return err == nil && d != nil && d.Services["web"].Latest != ""
 	})
+	// The recovery is logged just after the deploy's transaction, which the test may see
+	// first.
+	testenv.Eventually(t, 10*time.Second, "the recovery logged", func() bool { return logs.count("release recovered") > 0 })
 	failing, recovered := logs.count("release failing"), logs.count("release recovered")
 	testenv.Report(t, "sync-registry-down", fmt.Sprintf("Registry refusing connections for %s: %d attempts while down (backoff 2s doubling, cap 1m), %d 'failing' log line, %d 'recovered'",
 		outage, during, failing, recovered))
@@ -131,7 +140,7 @@ func TestRegistryDownIsRetriedWithBackoff(t *testing.T) {
 		t.Errorf("%d attempts in %s: want a handful, backing off", during, outage)
 	}
 	if failing != 1 || recovered != 1 {
-		t.Errorf("log lines: %d failing, %d recovered; want one of each\n%s", failing, recovered, logs.buf.String())
+		t.Errorf("log lines: %d failing, %d recovered; want one of each\n%s", failing, recovered, logs.String())
 	}
 	if st, _ := store.FormationStatus(context.Background(), "regdown"); st == nil || st.Error != "" {
 		t.Errorf("status after recovery: %+v", st)
