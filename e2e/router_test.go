@@ -1,14 +1,12 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -59,48 +57,7 @@ func TestRouterURLAcrossCommit(t *testing.T) {
 	})
 
 	// 200 req/s from now until the new release answers, and a little after.
-	var (
-		mu       sync.Mutex
-		sent, ok int
-		failures []string
-		v2       bool
-	)
-	ctx, stop := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		tick := time.NewTicker(5 * time.Millisecond)
-		defer tick.Stop()
-		var inflight sync.WaitGroup
-		defer inflight.Wait()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-			inflight.Add(1)
-			go func() {
-				defer inflight.Done()
-				code, body, err := get(client)
-				mu.Lock()
-				defer mu.Unlock()
-				sent++
-				switch {
-				case err != nil:
-					failures = append(failures, err.Error())
-				case code != 200:
-					failures = append(failures, fmt.Sprintf("%d %s", code, strings.TrimSpace(body)))
-				default:
-					ok++
-					if strings.HasPrefix(body, "Hello, world (v2) from ") {
-						v2 = true
-					}
-				}
-			}()
-		}
-	}()
+	load := testenv.StartLoad(url, "hello.localhost", 200)
 
 	main, err := os.ReadFile(filepath.Join(example, "main.go"))
 	if err != nil {
@@ -109,9 +66,7 @@ func TestRouterURLAcrossCommit(t *testing.T) {
 	changed := strings.Replace(string(main), `"%s from %s\n"`, `"%s (v2) from %s\n"`, 1)
 	repo.CommitOn("main", map[string]string{"main.go": changed}, "v2")
 	testenv.Eventually(t, 5*time.Minute, "the same URL answering with the new release", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return v2
+		return load.Answered("Hello, world (v2) from ")
 	})
 	// Until the old instances are gone from Consul, and a second more.
 	testenv.Eventually(t, 2*time.Minute, "the old release's instances gone", func() bool {
@@ -119,12 +74,12 @@ func TestRouterURLAcrossCommit(t *testing.T) {
 		return err == nil && len(entries) == 2
 	})
 	time.Sleep(time.Second)
-	stop()
-	wg.Wait()
+	load.Stop()
+	sent, failed := load.Counts()
 
 	testenv.Report(t, "e2e-router-commit", fmt.Sprintf(
-		"e2e: %d requests at 200 req/s through the router across a commit's roll-out: %d ok, %d failed", sent, ok, len(failures)))
-	if len(failures) > 0 {
-		t.Errorf("%d of %d requests failed across the roll-out; first ones: %q", len(failures), sent, failures[:min(5, len(failures))])
+		"e2e: %d requests at 200 req/s through the router across a commit's roll-out: %d ok, %d failed", sent, sent-failed, failed))
+	if failed > 0 {
+		t.Errorf("%d of %d requests failed across the roll-out; first ones: %+v", failed, sent, load.Failures()[:min(5, failed)])
 	}
 }

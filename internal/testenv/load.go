@@ -17,6 +17,7 @@ type Load struct {
 	mu       sync.Mutex
 	sent     int
 	failures []Failure
+	answers  map[string]bool // the distinct bodies of successful answers
 	stop     context.CancelFunc
 	done     sync.WaitGroup
 }
@@ -29,7 +30,7 @@ type Failure struct {
 
 // StartLoad starts sending perSecond requests a second to url with the Host header host.
 func StartLoad(url, host string, perSecond int) *Load {
-	l := &Load{}
+	l := &Load{answers: map[string]bool{}}
 	ctx, stop := context.WithCancel(context.Background())
 	l.stop = stop
 	client := &http.Client{Timeout: 30 * time.Second}
@@ -74,6 +75,8 @@ func (l *Load) one(client *http.Client, url, host string) {
 		l.failures = append(l.failures, Failure{At: sent, What: err.Error()})
 	case resp.StatusCode != http.StatusOK:
 		l.failures = append(l.failures, Failure{At: sent, What: fmt.Sprintf("%d %s", resp.StatusCode, strings.TrimSpace(string(body)))})
+	default:
+		l.answers[string(body)] = true
 	}
 }
 
@@ -89,6 +92,18 @@ func (l *Load) Failures() []Failure {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return append([]Failure(nil), l.failures...)
+}
+
+// Answered says whether a successful answer so far started with prefix.
+func (l *Load) Answered(prefix string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for a := range l.answers {
+		if strings.HasPrefix(a, prefix) {
+			return true
+		}
+	}
+	return false
 }
 
 // Stop ends the load and waits for the requests in flight.
