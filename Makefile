@@ -11,6 +11,7 @@ CACHE := $(CURDIR)/.cache
 TOOLS_BIN := $(CACHE)/bin
 
 CONSUL_VERSION := 1.20.2
+GITEA_VERSION := 1.26.0
 LIFECYCLE_VERSION := 0.21.14
 LIFECYCLE_TGZ := $(CACHE)/lifecycle/lifecycle-v$(LIFECYCLE_VERSION)+linux.x86-64.tgz
 BUSYBOX := $(CACHE)/busybox/bin/busybox
@@ -22,8 +23,8 @@ BUILDER_REGISTRY ?= 127.0.0.1:5000
 BUILD_IMAGE ?= gilliam/stack-build:busybox
 RUN_IMAGE ?= $(BUILDER_REGISTRY)/gilliam/stack-run:busybox
 
-# Tests find the tools here. Every package runs with -race (so do the gilliam-sync daemons
-# the tests start: testenv builds them with -race when the test binary is). -count=1: an
+# Tests find the tools here. Every package runs with -race; the gilliam-sync daemons the e2e
+# tests start do with GILLIAM_RACE_DAEMONS=1 (twice the suite's CPU; testenv.Binary). -count=1: an
 # integration test's result depends on more than its inputs, so it is never taken from Go's
 # test cache.
 export GILLIAM_TOOLS := $(CACHE)
@@ -38,6 +39,14 @@ CHAOS_TIMEOUT ?= 15m
 TEST_PKGS = ./e2e ./cmd/... ./hostd/... ./build/... ./sync/... \
 	$$($(GO) list ./... | grep -v -E '/(e2e|cmd|hostd|build|sync)($$|/)')
 TEST_P ?= 4
+# Tests in t.Parallel at a time within a package (Go's default is one per core: 2 here). The
+# e2e tests mostly wait (on checks, roll-outs, leases); their builds are cheap since the
+# offline builder ships Go's standard library compiled (build/builder/README.md). 6 was
+# faster then, but its load made health checks of 1-2s flap (router and crash-loop tests
+# failed); since the e2e daemons are built without -race and the test image is compressed
+# once per package, the suite uses half the CPU, and 6 is faster with no flap
+# (docs/testing.md).
+TEST_PARALLEL ?= 6
 
 ##@ Use
 
@@ -49,10 +58,11 @@ demo: tools build ## Start everything on this machine (Consul, sync, host daemon
 test: tools ## Run every test under -race, integration tests included (real Consul, Docker, registry, git); fail on anything left behind
 	@rm -rf $(GILLIAM_REPORTS)
 	@start=$$(date +%s); status=0; snap=$$(mktemp); \
-	$(GO) run ./internal/tools/leftovers -snapshot $$snap; \
-	$(GO) test -count=1 -race -p $(TEST_P) -timeout $(TEST_TIMEOUT) $(TEST_PKGS) || status=$$?; \
+	$(GO) build -o $(TOOLS_BIN)/leftovers ./internal/tools/leftovers; \
+	$(TOOLS_BIN)/leftovers -snapshot $$snap; \
+	$(GO) test -count=1 -race -p $(TEST_P) -parallel $(TEST_PARALLEL) -timeout $(TEST_TIMEOUT) $(TEST_PKGS) || status=$$?; \
 	if [ -d $(GILLIAM_REPORTS) ]; then echo; echo "Measured by the tests:"; cat $(GILLIAM_REPORTS)/*.txt; fi; \
-	echo; $(GO) run ./internal/tools/leftovers -before $$snap || status=1; rm -f $$snap; \
+	echo; $(TOOLS_BIN)/leftovers -before $$snap || status=1; rm -f $$snap; \
 	took=$$(( $$(date +%s) - start )); echo "make test: $$((took / 60))m$$((took % 60))s wall time"; \
 	exit $$status
 
@@ -67,7 +77,7 @@ help: ## Show this help
 ##@ Develop
 
 .PHONY: tools
-tools: $(TOOLS_BIN)/consul $(LIFECYCLE_TGZ) $(BUSYBOX) $(CACHE)/openssh/root/usr/sbin/sshd ## Build what tests and the demo need into .cache/ and Docker: Consul, lifecycle, sshd, stack and builder images
+tools: $(TOOLS_BIN)/consul $(TOOLS_BIN)/gitea $(LIFECYCLE_TGZ) $(BUSYBOX) $(CACHE)/openssh/root/usr/sbin/sshd ## Build what tests and the demo need into .cache/ and Docker: Consul, Gitea, lifecycle, sshd, stack and builder images
 	@# fuse-overlayfs: the storage driver of the multi-host tests' engines (internal/cluster).
 	@command -v fuse-overlayfs >/dev/null || { echo "tools: installing fuse-overlayfs from Debian"; \
 		apt-get install -y -qq fuse-overlayfs >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq fuse-overlayfs; }; }
@@ -75,10 +85,19 @@ tools: $(TOOLS_BIN)/consul $(LIFECYCLE_TGZ) $(BUSYBOX) $(CACHE)/openssh/root/usr
 	@$(TOOLS_BIN)/mkbuilder -src build/builder -cache $(CACHE)/builder \
 		-lifecycle $(LIFECYCLE_TGZ) -busybox $(BUSYBOX) \
 		-name $(BUILDER) -build-image $(BUILD_IMAGE) -run-image $(RUN_IMAGE)
-	@echo "tools: consul $(CONSUL_VERSION) ($(TOOLS_BIN)/consul), lifecycle $(LIFECYCLE_VERSION), busybox, sshd, builder $(BUILDER): all present"
+	@# Gitea serves its templates and locales from its module's folder (STATIC_ROOT_PATH in the
+	@# app.ini internal/testenv writes): the link is made again each run, so it follows the
+	@# module cache.
+	@dir=$$(cd tools/gitea && $(GO) list -m -f '{{.Dir}}' code.gitea.io/gitea); \
+		if [ -z "$$dir" ]; then (cd tools/gitea && $(GO) mod download code.gitea.io/gitea); \
+			dir=$$(cd tools/gitea && $(GO) list -m -f '{{.Dir}}' code.gitea.io/gitea); fi; \
+		mkdir -p $(CACHE)/gitea && ln -sfn "$$dir" $(CACHE)/gitea/static
+	@echo "tools: consul $(CONSUL_VERSION) ($(TOOLS_BIN)/consul), gitea $(GITEA_VERSION), lifecycle $(LIFECYCLE_VERSION), busybox, sshd, builder $(BUILDER): all present"
 
 .PHONY: check
 check: ## gofmt, go vet, import rules (DESIGN.md) and a go mod tidy diff
+	@# The tools folder is never in git (a tracked .cache link, merged, once replaced it).
+	@if git ls-files --error-unmatch .cache >/dev/null 2>&1; then echo "check: .cache is tracked: git rm --cached .cache"; exit 1; fi
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^tools/')); \
 		if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
@@ -128,6 +147,15 @@ $(TOOLS_BIN)/consul: tools/consul/go.mod tools/consul/go.sum
 	@echo "tools: building consul $(CONSUL_VERSION) from the Go module proxy (about 5 minutes)"
 	cd tools/consul && CGO_ENABLED=0 GONOSUMDB=github.com/hashicorp/consul \
 		$(GO) build -trimpath -o $@ github.com/hashicorp/consul
+
+# Gitea, the forge the forge tests run against (internal/testenv/gitea.go), built the same way:
+# a throwaway module in tools/gitea requires it with the replace lines of Gitea's own go.mod.
+# SQLite needs cgo. About 5 minutes on 2 cores, 150 MB.
+$(TOOLS_BIN)/gitea: tools/gitea/go.mod tools/gitea/go.sum
+	@echo "tools: building gitea $(GITEA_VERSION) from the Go module proxy (about 5 minutes)"
+	cd tools/gitea && CGO_ENABLED=1 $(GO) build -trimpath -tags 'sqlite sqlite_unlock_notify' \
+		-ldflags "-s -w -X main.Version=$(GITEA_VERSION)" -o $@.tmp code.gitea.io/gitea
+	mv $@.tmp $@
 
 # The buildpacks lifecycle from source, packed the way `builder.toml`'s [lifecycle] uri
 # expects: lifecycle.toml and lifecycle/ (binaries and phase links), owned by 0:0.

@@ -161,6 +161,9 @@ type Request struct {
 	// Env is the build-time environment: the buildpacks' (BuildEnv picks it from a
 	// service's env), or a Dockerfile's build args.
 	Env map[string]string
+	// CacheFrom is a formation whose build caches of this service the first build of
+	// Formation starts from, copied (a preview's base formation); empty: none.
+	CacheFrom string
 	// Source writes the service's files into dir. It is called only when a build really
 	// runs, not when the image is found built already.
 	Source func(dir string) error
@@ -349,7 +352,7 @@ func (b *Builder) buildSource(ctx context.Context, req Request, repo, tag string
 		return b.buildDockerfile(ctx, src, repo, tag, req, out)
 	}
 	res, err := b.pack.Build(ctx, PackRequest{Formation: req.Formation, Service: req.Service,
-		Source: src, Tag: tag, Env: req.Env, Log: out})
+		Source: src, Tag: tag, Env: req.Env, Log: out, CacheFrom: req.CacheFrom})
 	return res.Image, err
 }
 

@@ -24,7 +24,6 @@ import (
 	cerrdefs "github.com/docker/docker/errdefs"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/daemon"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	mobyclient "github.com/moby/moby/client"
 )
@@ -136,6 +135,9 @@ type PackRequest struct {
 	Env map[string]string
 	// Log receives the build's output; nil discards it.
 	Log io.Writer
+	// CacheFrom is a formation whose caches of this service the first build of Formation
+	// starts from (seedCaches): a preview's base.
+	CacheFrom string
 }
 
 // PackResult is a built and published image.
@@ -180,6 +182,7 @@ func (b *Buildpacks) Build(ctx context.Context, req PackRequest) (PackResult, er
 	if err := b.checkDockerHost(); err != nil {
 		return PackResult{}, err
 	}
+	b.seedCaches(ctx, req.Formation, req.Service, req.CacheFrom, out)
 	volumeName, err := b.cacheVolume(ctx, req.Formation, req.Service)
 	if err != nil {
 		return PackResult{}, err
@@ -224,26 +227,20 @@ func (b *Buildpacks) Build(ctx context.Context, req PackRequest) (PackResult, er
 }
 
 // pushFromEngine pushes the engine's image local to the registry as local (a tag of repo)
-// and returns it pinned by digest. Layers the registry holds already are not sent again.
+// and returns it pinned by digest. Layers the registry holds already are not sent again,
+// and layers this process compressed before are not compressed again (push.go).
 func pushFromEngine(ctx context.Context, keychain authn.Keychain, local, repo string, out io.Writer) (string, error) {
 	src, err := name.NewTag(local, name.Insecure)
 	if err != nil {
 		return "", err
 	}
-	img, err := daemon.Image(src, daemon.WithContext(ctx))
-	if err != nil {
-		return "", fmt.Errorf("read %s from the engine: %w", local, err)
-	}
 	start := time.Now()
 	fmt.Fprintf(out, "gilliam-sync: pushing %s\n", local)
-	if err := remote.Write(src, img, remote.WithContext(ctx), remote.WithAuthFromKeychain(keychain)); err != nil {
-		return "", fmt.Errorf("push %s: %w", local, err)
-	}
-	digest, err := img.Digest()
+	digest, stats, err := pushEngineImage(ctx, src, src, remote.WithAuthFromKeychain(keychain))
 	if err != nil {
-		return "", fmt.Errorf("digest of %s: %w", local, err)
+		return "", err
 	}
-	fmt.Fprintf(out, "gilliam-sync: pushed %s in %s\n", digest, time.Since(start).Round(time.Millisecond))
+	fmt.Fprintf(out, "gilliam-sync: pushed %s in %s (%d of %d layers compressed)\n", digest, time.Since(start).Round(time.Millisecond), stats.Compressed, stats.Layers)
 	return repo + "@" + digest.String(), nil
 }
 

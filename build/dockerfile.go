@@ -11,7 +11,6 @@ import (
 
 	"github.com/docker/docker/pkg/jsonmessage"
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/daemon"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/gilliam-sync/gilliam-sync/internal/dockerbuild"
@@ -102,6 +101,7 @@ func (b *Builder) buildDockerfile(ctx context.Context, src, repo, tag string, re
 		NetworkMode:  iso.Network,
 		Memory:       iso.Memory,
 		CPUQuota:     int64(iso.CPUs * 100_000),
+		CPUShares:    BuildCPUShares,
 		Log:          out,
 	})
 	var step *jsonmessage.JSONError
@@ -116,19 +116,12 @@ func (b *Builder) buildDockerfile(ctx context.Context, src, repo, tag string, re
 	if err != nil {
 		return "", err
 	}
-	img, err := daemon.Image(localRef, daemon.WithContext(ctx))
-	if err != nil {
-		return "", fmt.Errorf("read %s from the engine: %w", local, err)
-	}
 	dst, err := name.NewTag(repo+":"+tag, name.Insecure)
 	if err != nil {
 		return "", err
 	}
 	fmt.Fprintf(out, "gilliam-sync: pushing %s\n", dst)
-	if err := remote.Write(dst, img, remote.WithContext(ctx), remote.WithAuthFromKeychain(b.cfg.Keychain)); err != nil {
-		return "", fmt.Errorf("push %s: %w", dst, err)
-	}
-	digest, err := img.Digest()
+	digest, _, err := pushEngineImage(ctx, localRef, dst, remote.WithAuthFromKeychain(b.cfg.Keychain))
 	if err != nil {
 		return "", err
 	}

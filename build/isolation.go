@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"runtime"
 	"slices"
 	"strings"
 
@@ -52,9 +53,18 @@ type Isolation struct {
 // Defaults of Isolation.
 const (
 	DefaultMemory = 2 << 30
-	DefaultCPUs   = 2.0
 	DefaultPids   = 4096
+	// BuildCPUShares is a build container's CPU weight: a quarter of a running instance's
+	// default (1024). Under contention the instances and the daemons of a host that is also
+	// the builder come first, and a build takes what they leave; alone, it takes its cap.
+	BuildCPUShares = 256
 )
+
+// DefaultCPUs is two cores, and never every core of the machine: a build beside running
+// instances (a host that is also the builder, `gilliam-sync up`) leaves them one, so their
+// health checks keep answering while it compiles (on 2 cores, a build taking both made every
+// instance's check time out at once).
+var DefaultCPUs = min(2, float64(max(1, runtime.NumCPU()-1)))
 
 // withDefaults fills in what is unset and refuses what would expose the host.
 func (i Isolation) withDefaults() (Isolation, error) {
@@ -92,6 +102,7 @@ func (i Isolation) apply(hc *mobycontainer.HostConfig) {
 	hc.MemorySwap = i.Memory // no swap on top
 	hc.NanoCPUs = i.nanoCPUs()
 	hc.CPUQuota, hc.CPUPeriod = 0, 0 // NanoCPUs and a quota cannot both be set
+	hc.CPUShares = BuildCPUShares
 	pids := i.Pids
 	hc.PidsLimit = &pids
 	if !slices.Contains(hc.SecurityOpt, "no-new-privileges") && !slices.Contains(hc.SecurityOpt, "no-new-privileges:true") {

@@ -106,8 +106,8 @@ func (s *started) containers() []container.InspectResponse {
 func checkIsolated(t testing.TB, what string, c container.InspectResponse, pids bool) {
 	t.Helper()
 	hc := c.HostConfig
-	t.Logf("%s %s: network %s, memory %d, memory+swap %d, nano cpus %d, cpu quota %d/%d, pids %v, security %v",
-		what, c.ID[:12], hc.NetworkMode, hc.Memory, hc.MemorySwap, hc.NanoCPUs, hc.CPUQuota, hc.CPUPeriod, pidsOf(hc), hc.SecurityOpt)
+	t.Logf("%s %s: network %s, memory %d, memory+swap %d, nano cpus %d, cpu quota %d/%d, shares %d, pids %v, security %v",
+		what, c.ID[:12], hc.NetworkMode, hc.Memory, hc.MemorySwap, hc.NanoCPUs, hc.CPUQuota, hc.CPUPeriod, hc.CPUShares, pidsOf(hc), hc.SecurityOpt)
 	if hc.NetworkMode != "none" {
 		t.Errorf("%s: network %q, want none", what, hc.NetworkMode)
 	}
@@ -116,6 +116,9 @@ func checkIsolated(t testing.TB, what string, c container.InspectResponse, pids 
 	}
 	if hc.NanoCPUs != 1.5e9 && !(hc.CPUQuota == 150_000 && hc.CPUPeriod == 100_000) {
 		t.Errorf("%s: nano cpus %d, quota %d/%d; want 1.5 CPUs", what, hc.NanoCPUs, hc.CPUQuota, hc.CPUPeriod)
+	}
+	if hc.CPUShares != build.BuildCPUShares {
+		t.Errorf("%s: cpu shares %d, want %d (instances before builds)", what, hc.CPUShares, build.BuildCPUShares)
 	}
 	if pids && pidsOf(hc) != int64(300) {
 		t.Errorf("%s: pids limit %v, want 300", what, pidsOf(hc))

@@ -13,6 +13,7 @@ import (
 func TestCanaryPromoteAndAbort(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t)
+	c.bin = testenv.RaceBinary(t) // its daemons under the race detector (docs/testing.md)
 	c.host("h")
 	image := c.testImage()
 	c.repo.Commit(map[string]string{"gilliam.yml": imageFormation("can", image, "MESSAGE: one")}, "one")
@@ -21,7 +22,11 @@ func TestCanaryPromoteAndAbort(t *testing.T) {
 	one := c.desired("can", "web").Latest
 	c.repo.Commit(map[string]string{"gilliam.yml": imageFormation("can", image, "MESSAGE: two")}, "two")
 	testenv.Eventually(t, 90*time.Second, "3 instances of two", func() bool {
-		return c.countAnswering("can-web", "two") == 3 && c.desired("can", "web").Rollout == nil
+		ds := c.desired("can", "web")
+		if ds.Failed != "" {
+			t.Fatalf("the roll-out of two was reverted (%+v): the canary steps below assume two runs", ds)
+		}
+		return c.countAnswering("can-web", "two") == 3 && ds.Rollout == nil
 	})
 
 	out := c.cli("canary", "can", "web", "--release", one[:8], "--scale", "1")

@@ -14,5 +14,6 @@
 //   - TestRouterURLAcrossCommit: no request may fail across a roll-out at 200 req/s, and
 //     2 of 8748 did once even so, on a machine busy with other packages' tests.
 //
-// Go runs the serial tests first, one at a time, then the parallel ones together.
+// Go runs the serial tests first, one at a time, then the parallel ones, -parallel at a time
+// (make test: TEST_PARALLEL, 6). docs/testing.md says how to write a test that stays cheap.
 package e2e

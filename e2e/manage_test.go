@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"os/exec"
 	"strings"
 	"testing"
@@ -108,49 +107,6 @@ func TestScaleHoldsUntilTheFileChanges(t *testing.T) {
 	count(2, "two")
 	if st := c.cli("status", "sc"); !strings.Contains(st, "scale 2,") || strings.Contains(st, "by hand") {
 		t.Fatalf("status after the file's scale changed:\n%s", st)
-	}
-}
-
-// A config var change makes a new release without a build; the running instances get the
-// value; status, release listings and logs never show it.
-func TestConfigVarReleasesWithoutBuild(t *testing.T) {
-	t.Parallel()
-	c := newCluster(t)
-	c.host("h")
-	const f = "hellocfg" // the hello example, named for this test
-	c.repo.CommitDir(helloAs(t, f), "", "hello")
-	s := c.sync("a", nil)
-	testenv.Eventually(t, 5*time.Minute, "hello serving", func() bool { return c.countPrefix(f+"-web", "Hello, world from ") == 2 })
-	builds := len(s.Logs("building"))
-
-	const secret = "Bonjour-s3cr3t"
-	out := c.cli("env", "set", f, "GREETING="+secret)
-	if strings.Contains(out, secret) {
-		t.Fatalf("env set echoes the value: %s", out)
-	}
-	testenv.Eventually(t, 2*time.Minute, "instances with the new value", func() bool {
-		return c.countPrefix(f+"-web", secret+" from ") == 2
-	})
-	if n := len(s.Logs("building")); n != builds {
-		t.Fatalf("a config change built: %d builds, was %d", n, builds)
-	}
-	rels, err := c.store.Releases(context.Background(), f)
-	if err != nil || len(rels) != 2 || rels[0].Cause != "config" {
-		t.Fatalf("releases after the config change: %+v %v", rels, err)
-	}
-	for _, where := range map[string]string{
-		"status":      c.cli("status", f),
-		"status json": c.cli("status", f, "--output", "json"),
-		"releases":    c.cli("releases", f) + c.cli("releases", f, "--output", "json") + c.cli("releases", f, "--history"),
-		"env list":    c.cli("env", "list", f),
-		"sync log":    s.Output(),
-	} {
-		if strings.Contains(where, secret) {
-			t.Fatalf("the config value shows in:\n%s", where)
-		}
-	}
-	if l := c.cli("env", "list", f, "--reveal"); !strings.Contains(l, "GREETING="+secret) {
-		t.Fatalf("env list --reveal: %s", l)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -43,10 +44,39 @@ func TestUpWithItsOwnRegistry(t *testing.T) {
 	}
 
 	repo.CommitDir(helloAs(t, f), "", "hello")
+	metrics := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	testenv.Start(t, consul.Env(), bin, "up", "--repo", repo.URL, "--registry-listen", addr,
 		"--data", data, "--host-id", hostID, "--poll", "1s", "--log-format", "json",
-		"--builder", testenv.Builder(t))
+		"--builder", testenv.Builder(t), "--metrics", metrics, "--router-listen", fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)))
 	waitServingAs(t, consul, f+"-web", "Hello, world from ")
+
+	// up serves every daemon's metrics on one address, and the logs of its host and its
+	// builds behind the token it wrote: read here as from another machine (no build data).
+	cli := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(bin, args...)
+		cmd.Env = append(cmd.Environ(), consul.Env()...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("gilliam-sync %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	token := filepath.Join(data, "logs-token")
+	if out := cli("logs", f, "--token-file", token); !strings.Contains(out, " "+hostID+" | ") {
+		t.Errorf("instance logs through up:\n%s", out)
+	}
+	if out := cli("logs", "build", f, "web", "--data", t.TempDir(), "--token-file", token); !strings.Contains(out, "===> EXPORTING") && !strings.Contains(out, "Saving") {
+		t.Errorf("build log read from another machine:\n%s", out)
+	}
+	got := scrape(t, metrics)
+	for _, w := range []string{`gilliam_build_info{daemon="up"}`, `gilliam_sync_leader`, `gilliam_router_routes`,
+		`gilliam_build_duration_seconds{formation="` + f + `",service="web",result="built"}`,
+		`gilliam_instances{host="` + hostID + `",state="running"}`, `gilliam_poll_rounds_total{result="ok"}`, `gilliam_consul_requests_total{api="txn"}`} {
+		if !hasMetric(got, w) {
+			t.Errorf("up's metrics: no %s", w)
+		}
+	}
 
 	rels, err := state.NewStore(consul.Client, "").Releases(ctx, f)
 	if err != nil || len(rels) != 1 || !strings.HasPrefix(rels[0].Image, addr+"/"+f+"/web@sha256:") {

@@ -17,7 +17,9 @@ func imageFormation(name, image string, env ...string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "formation: %s\nservices:\n  web:\n    type: image\n    image: %s\n    scale: 3\n    ports: [8080]\n", name, image)
 	fmt.Fprintf(&b, "    check: {http: /healthz, interval: 1s, timeout: 1s}\n")
-	fmt.Fprintf(&b, "    rollout: {max_parallel: 1, min_healthy: 2s, deadline: 40s}\n")
+	// The deadline detects a roll-out that failed; a loaded machine takes 20s and more to
+	// roll out 3 instances, and a revert there would fail a test that is only slow.
+	fmt.Fprintf(&b, "    rollout: {max_parallel: 1, min_healthy: 2s, deadline: 3m}\n")
 	if len(env) > 0 {
 		b.WriteString("    env:\n")
 		for _, e := range env {
@@ -35,7 +37,16 @@ func TestFailedRolloutIsReverted(t *testing.T) {
 	c.host("h")
 	image := testenv.PushImage(t, c.docker.TestImage(t), c.reg.Addr+"/test/app")
 	image = strings.Split(image, "@")[0] + ":latest"
-	c.repo.Commit(map[string]string{"gilliam.yml": imageFormation("roll", image, "MESSAGE: one")}, "one")
+	// Checks of 2s, not imageFormation's 1s: the old release's passing count is what this
+	// test watches, and the host daemon checking runs in this test process, beside the other
+	// parallel tests' daemons; a check stalled past 1s there (seen at -parallel 6) is the
+	// machine's load, not a stopped instance. The broken release fails with a 500 at once.
+	file := func(env ...string) string {
+		f := strings.Replace(imageFormation("roll", image, env...), "check: {http: /healthz, interval: 1s, timeout: 1s}",
+			"check: {http: /healthz, interval: 2s, timeout: 2s}", 1)
+		return strings.Replace(f, "deadline: 3m", "deadline: 40s", 1) // the revert is what this test waits for
+	}
+	c.repo.Commit(map[string]string{"gilliam.yml": file("MESSAGE: one")}, "one")
 	s := c.sync("a", nil)
 
 	testenv.Eventually(t, 90*time.Second, "3 passing instances of release one", func() bool {
@@ -69,7 +80,7 @@ func TestFailedRolloutIsReverted(t *testing.T) {
 		}
 	}()
 
-	c.repo.Commit(map[string]string{"gilliam.yml": imageFormation("roll", image, "MESSAGE: two", "HEALTH: fail")}, "two, broken")
+	c.repo.Commit(map[string]string{"gilliam.yml": file("MESSAGE: two", "HEALTH: fail")}, "two, broken")
 	waitLogPrefix(t, s, 60*time.Second, "roll-out of release", "started")
 	failed := waitLogPrefix(t, s, 90*time.Second, "roll-out of release", "failed")
 	close(stop)

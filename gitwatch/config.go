@@ -38,7 +38,36 @@ type RepoConfig struct {
 	Previews *Previews `yaml:"previews,omitempty"`
 	// Checkout bounds what a build's checkout of this repository may write.
 	Checkout CheckoutLimits `yaml:"checkout,omitempty"`
+	// Notify posts commit statuses and preview comments on the forge through its API
+	// (docs/observability.md); nil posts nothing.
+	Notify *Notify `yaml:"notify,omitempty"`
 }
+
+// Notify is how the sync daemon reaches the forge's API for one repository: a token (its
+// file or environment variable, read at every request), and where the API is when it
+// cannot be derived from the URL.
+type Notify struct {
+	TokenFile string `yaml:"token_file,omitempty"`
+	TokenEnv  string `yaml:"token_env,omitempty"`
+	// APIURL is the API's base: https://api.github.com, https://gitlab.com/api/v4,
+	// https://gitea.example/api/v1. Default: derived from an https URL.
+	APIURL string `yaml:"api_url,omitempty"`
+	// Project is owner/name (GitLab: the full path). Default: the URL's path.
+	Project string `yaml:"project,omitempty"`
+	// Statuses and Comments turn commit statuses and pull-request comments off (both on
+	// by default).
+	Statuses *bool `yaml:"statuses,omitempty"`
+	Comments *bool `yaml:"comments,omitempty"`
+}
+
+// Token reads the API token: failures are stalled (a person must provide it).
+func (n *Notify) Token() (string, error) {
+	return readSecret("forge API token", n.TokenFile, n.TokenEnv)
+}
+
+// WantStatuses and WantComments say what to post (default both).
+func (n *Notify) WantStatuses() bool { return n != nil && (n.Statuses == nil || *n.Statuses) }
+func (n *Notify) WantComments() bool { return n != nil && (n.Comments == nil || *n.Comments) }
 
 // Auth is where the credentials for a repository come from. Files and environment
 // variables are read at every connection, so a rotated token is picked up without a
@@ -176,6 +205,30 @@ func (c *RepoConfig) Validate() error {
 		}
 		if (c.Webhook.SecretFile == "") == (c.Webhook.SecretEnv == "") {
 			bad("webhook", "set exactly one of secret_file and secret_env")
+		}
+	}
+	if n := c.Notify; n != nil {
+		if c.Forge == "" {
+			bad("notify", "needs forge (github, gitlab or gitea) to know its API")
+		}
+		if (n.TokenFile == "") == (n.TokenEnv == "") {
+			bad("notify", "set exactly one of token_file and token_env")
+		}
+		if n.APIURL != "" {
+			u, err := url.Parse(n.APIURL)
+			switch {
+			case err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http"):
+				bad("notify.api_url", "%q: want an https:// URL", n.APIURL)
+			case u.User != nil:
+				bad("notify.api_url", "holds credentials: the token goes in token_file or token_env")
+			case u.Scheme == "http" && !loopback(n.APIURL):
+				bad("notify.api_url", "a token over plain http:// would travel in the clear: use https://")
+			}
+		} else if s := urlScheme(c.URL); s != "https" && !(s == "http" && loopback(c.URL)) {
+			bad("notify.api_url", "required: the API cannot be derived from a %s URL", s)
+		}
+		if n.Project == "" && urlScheme(c.URL) != "https" && urlScheme(c.URL) != "http" {
+			bad("notify.project", "required: the project (owner/name) cannot be derived from a non-https URL")
 		}
 	}
 	if p := c.Previews; p != nil {

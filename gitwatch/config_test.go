@@ -175,3 +175,38 @@ func TestDocsExamples(t *testing.T) {
 		t.Fatal("no watch list example in docs/gitwatch.md")
 	}
 }
+
+// notify: a token reference (exactly one), an API that can be found and never takes a token
+// over plain HTTP.
+func TestNotifyConfig(t *testing.T) {
+	for _, c := range []struct {
+		yaml, err string
+	}{
+		{"url: https://github.com/acme/shop.git\nnotify: {token_env: T}", ""},
+		{"url: https://gitea.example/ops/edge.git\nforge: gitea\nnotify: {token_file: /t, statuses: false}", ""},
+		{"url: ssh://git@gitea.example/ops/edge.git\nforge: gitea\nauth: {ssh_key_file: /k, known_hosts_file: /h}\nnotify: {token_file: /t, api_url: https://gitea.example/api/v1, project: ops/edge}", ""},
+		{"url: https://git.example/a/b.git\nnotify: {token_env: T}", "notify: needs forge"},
+		{"url: https://github.com/acme/shop.git\nnotify: {}", "exactly one of token_file and token_env"},
+		{"url: https://github.com/acme/shop.git\nnotify: {token_env: T, token_file: /t}", "exactly one of token_file and token_env"},
+		{"url: https://github.com/acme/shop.git\nnotify: {token_env: T, api_url: http://api.example.com}", "in the clear"},
+		{"url: ssh://git@gitea.example/ops/edge.git\nforge: gitea\nauth: {ssh_key_file: /k, known_hosts_file: /h}\nnotify: {token_file: /t}", "notify.api_url: required"},
+	} {
+		var rc gitwatch.RepoConfig
+		dec := yaml.NewDecoder(strings.NewReader(c.yaml))
+		dec.KnownFields(true)
+		if err := dec.Decode(&rc); err != nil {
+			t.Fatalf("%s: %v", c.yaml, err)
+		}
+		err := rc.Validate()
+		switch {
+		case c.err == "" && err != nil:
+			t.Errorf("%s: %v", c.yaml, err)
+		case c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)):
+			t.Errorf("%s: got %v, want %q", c.yaml, err, c.err)
+		}
+	}
+	rc := gitwatch.RepoConfig{Notify: &gitwatch.Notify{Statuses: new(bool)}}
+	if rc.Notify.WantStatuses() || !rc.Notify.WantComments() {
+		t.Fatal("statuses: false turns statuses off only")
+	}
+}

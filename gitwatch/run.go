@@ -32,6 +32,7 @@ func (w *Watcher) Run(ctx context.Context, out chan<- Event) {
 		if ctx.Err() != nil {
 			return
 		}
+		w.metrics.PollRound(err)
 		wait := w.jittered()
 		switch {
 		case err != nil:

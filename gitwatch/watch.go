@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/go-git/go-git/v5/plumbing"
+
+	"github.com/gilliam-sync/gilliam-sync/internal/metrics"
 )
 
 // Kind says how a ref moved.
@@ -80,7 +82,12 @@ type Watcher struct {
 	origins map[int]Origin
 	// polled is when the last poll succeeded; zero before the first.
 	polled time.Time
+	// metrics counts polls (nil: none).
+	metrics *metrics.Metrics
 }
+
+// SetMetrics makes Run count its polls in m (gilliam_poll_rounds_total).
+func (w *Watcher) SetMetrics(m *metrics.Metrics) { w.metrics = m }
 
 // hint is what a signed webhook said happened to a pull request. A poll acts on it only
 // if the listing shows the pull request's ref at the head commit the hook names, so a

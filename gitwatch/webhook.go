@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/gilliam-sync/gilliam-sync/internal/metrics"
 )
 
 // DefaultWebhookLimit is the largest webhook body accepted by default. Forges trim push
@@ -38,6 +40,8 @@ const rememberedDeliveries = 4096
 type Webhooks struct {
 	// Limit is the largest body accepted, in bytes; 0 means DefaultWebhookLimit.
 	Limit int64
+	// Metrics counts deliveries by forge and result (nil: none).
+	Metrics *metrics.Metrics
 
 	log   *slog.Logger
 	repos map[string][]*Watcher // repoKey -> watchers with a webhook
@@ -182,6 +186,49 @@ func hookTime(s string) time.Time {
 }
 
 func (h *Webhooks) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
+	if h.Metrics == nil {
+		h.serve(rw, r)
+		return
+	}
+	sw := &statusWriter{ResponseWriter: rw}
+	h.serve(sw, r)
+	forge := Forge(strings.TrimPrefix(r.URL.Path, "/hooks/"))
+	switch forge {
+	case GitHub, GitLab, Gitea:
+	default:
+		forge = "unknown"
+	}
+	result := "invalid"
+	switch sw.status {
+	case http.StatusAccepted:
+		result = "accepted"
+	case http.StatusUnauthorized:
+		result = "refused"
+	}
+	h.Metrics.Webhook(string(forge), result)
+}
+
+// statusWriter remembers the status of an answer, for the metrics.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+func (h *Webhooks) serve(rw http.ResponseWriter, r *http.Request) {
 	forge := Forge(strings.TrimPrefix(r.URL.Path, "/hooks/"))
 	switch forge {
 	case GitHub, GitLab, Gitea:

@@ -26,9 +26,27 @@ key "%[1]shosts/%[2]s/assignment" {
 key "%[1]shosts/%[2]s/status" {
   policy = "write"
 }
-# Releases, to create containers and register them (they hold the env, secrets included).
+# Its public key and Consul node: what config vars are sealed to, and what the leader
+# checks its registration against. No other host's token can write it.
+key "%[1]shosts/%[2]s/key" {
+  policy = "write"
+}
+# The config vars of the releases it runs, sealed to its key.
+key_prefix "%[1]shosts/%[2]s/sealed/" {
+  policy = "read"
+}
+# Releases, to create containers and register them. They hold no config var's value: those
+# are only in the sealed copies above.
 key_prefix "%[1]sreleases/" {
   policy = "read"
+}
+# One-offs (gilliam-sync run, release phases; docs/oneoff.md): its requests (read, and
+# delete a detached one's when it ends), their status and output.
+key_prefix "%[4]srequests/%[2]s/" {
+  policy = "write"
+}
+key_prefix "%[4]sio/%[2]s/" {
+  policy = "write"
 }
 # Its liveness registration and TTL check.
 service %[3]q {
@@ -51,5 +69,5 @@ agent %[2]q {
 node_prefix "" {
   policy = "read"
 }
-`, prefix, host, state.HostService)
+`, prefix, host, state.HostService, strings.TrimSuffix(prefix, "/")+"-run/")
 }

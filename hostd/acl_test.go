@@ -73,6 +73,22 @@ func TestWorksWithAHostScopedToken(t *testing.T) {
 	denied("read another host's assignment", err)
 	_, err = kv.Put(&api.KVPair{Key: "gilliam/formations/demo/desired", Value: []byte("{}")}, nil)
 	denied("write a desired formation", err)
+	_, err = kv.Put(&api.KVPair{Key: "gilliam/formations/demo/config", Value: []byte("{}")}, nil)
+	denied("write config vars", err)
+	_, err = kv.Put(&api.KVPair{Key: "gilliam/hosts/other/key", Value: []byte("{}")}, nil)
+	denied("publish another host's key", err)
+	_, _, err = kv.Get("gilliam/hosts/other/sealed/r1", nil)
+	denied("read another host's sealed config vars", err)
+	_, _, err = kv.Get("gilliam/secrets/demo/r1", nil)
+	denied("read the releases' config vars sealed to the root key", err)
+	_, _, err = kv.Get("gilliam/formations/demo/config", nil)
+	denied("read config vars", err)
+	_, err = kv.Put(&api.KVPair{Key: "gilliam/hosts/" + e.hostID + "/sealed/r1", Value: []byte("{}")}, nil)
+	denied("write its own sealed copies", err)
+	// What it may: its own key record, which it published.
+	if k, err := hostStore.HostKey(context.Background(), e.hostID); err != nil || k == nil {
+		t.Errorf("its own key record: %v %v", k, err)
+	}
 	_, err = client.Catalog().Register(&api.CatalogRegistration{Node: "elsewhere", Address: "10.0.0.1",
 		Service: &api.AgentService{ID: "x", Service: "demo-web"}}, nil)
 	denied("register on another node", err)

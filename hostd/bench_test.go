@@ -134,7 +134,7 @@ func BenchmarkConverge50(b *testing.B) {
 					port, err = strconv.Atoi(info.NetworkSettings.Ports["8080/tcp"][0].HostPort)
 				}
 				if err == nil {
-					err = consul.Client.Agent().ServiceRegister(registration(directHost, "127.0.0.1", inst, rel, port, time.Minute))
+					err = consul.Client.Agent().ServiceRegister(registration("gilliam", directHost, "127.0.0.1", inst, rel, port, time.Minute))
 				}
 				if err != nil {
 					errs <- err

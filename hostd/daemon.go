@@ -19,6 +19,8 @@ import (
 	"github.com/hashicorp/consul/api"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/gilliam-sync/gilliam-sync/internal/metrics"
+	"github.com/gilliam-sync/gilliam-sync/internal/seal"
 	"github.com/gilliam-sync/gilliam-sync/state"
 )
 
@@ -34,8 +36,13 @@ type Docker interface {
 	ImageInspect(ctx context.Context, imageID string, inspectOpts ...client.ImageInspectOption) (image.InspectResponse, error)
 	ImagePull(ctx context.Context, refStr string, options image.PullOptions) (io.ReadCloser, error)
 	ImageRemove(ctx context.Context, imageID string, options image.RemoveOptions) ([]image.DeleteResponse, error)
+	NetworkCreate(ctx context.Context, name string, options network.CreateOptions) (network.CreateResponse, error)
+	NetworkInspect(ctx context.Context, networkID string, options network.InspectOptions) (network.Inspect, error)
+	NetworkList(ctx context.Context, options network.ListOptions) ([]network.Summary, error)
+	NetworkRemove(ctx context.Context, networkID string) error
 	Events(ctx context.Context, options events.ListOptions) (<-chan events.Message, <-chan error)
 	NegotiateAPIVersion(ctx context.Context)
+	volumeEngine
 }
 
 var _ Docker = (*client.Client)(nil)
@@ -107,6 +114,23 @@ type Config struct {
 	ImageGCGrace time.Duration
 	// PidsLimit is the most processes an instance's container may have (DefaultPidsLimit).
 	PidsLimit int64
+	// Key is the host's key pair, which its instances' config vars are sealed to (nil: the
+	// one in DataDir/host.key, made at the first start).
+	Key *seal.Key
+	// MeshListen is where other hosts' sibling proxies reach this host's instances, over
+	// mutual TLS (docs/networking.md): host:port, the advertise address and any free port
+	// by default.
+	MeshListen string
+	// Metrics records instances by state, restarts and pulls (nil: none).
+	Metrics *metrics.Metrics
+	// ArchiveLines is how many of its last lines a removed container leaves in its
+	// formation's log archive (DefaultArchiveLines); LogArchiveBytes bounds the archive of
+	// each formation on this host (DefaultLogArchiveBytes).
+	ArchiveLines    int
+	LogArchiveBytes int64
+	// LogsURL is where this host serves its instances' logs (LogsHandler), written in its
+	// status for `gilliam-sync logs` to find; empty: none.
+	LogsURL string
 }
 
 func (c *Config) setDefaults() {
@@ -135,6 +159,12 @@ func (c *Config) setDefaults() {
 	if c.Parallel <= 0 {
 		c.Parallel = 8
 	}
+	if c.ArchiveLines <= 0 {
+		c.ArchiveLines = DefaultArchiveLines
+	}
+	if c.LogArchiveBytes <= 0 {
+		c.LogArchiveBytes = DefaultLogArchiveBytes
+	}
 	def(&c.UnhealthyAfter, DefaultUnhealthyAfter)
 	def(&c.ImageGCGrace, DefaultImageGCGrace)
 	if c.PidsLimit <= 0 {
@@ -154,6 +184,7 @@ const (
 // Daemon converges the containers of one host to its assignment.
 type Daemon struct {
 	cfg     Config
+	key     *seal.Key
 	store   *state.Store
 	docker  Docker
 	log     *slog.Logger
@@ -183,6 +214,21 @@ type Daemon struct {
 	// imagesRemoved the last it removed, for status.
 	pulledImages  map[string]*pulledImage
 	imagesRemoved []state.RemovedImage
+
+	// Networking (network.go, siblings.go, mesh.go): the formations' networks on this
+	// host, the sibling proxy, the host-to-host listener, and the instances it may reach.
+	netMu sync.Mutex
+	nets  map[string]formationNet
+	// netsSwept is when this host's formation networks were last all checked against its
+	// assignment (zero: not yet since the start, so a network left while the daemon was
+	// down goes too).
+	netsSwept time.Time
+	proxy     *siblingProxy
+	mesh      atomic.Pointer[mesh]
+	local     atomic.Pointer[map[string]localInstance]
+	// taskMem and vols are the converge pass's memory of one-off tasks and volumes.
+	taskMem taskMemory
+	vols    volumeMemory
 }
 
 // New returns a host daemon; Run starts it. It reads the persisted assignment, so that
@@ -204,10 +250,18 @@ func New(cfg Config, store *state.Store, docker Docker) (*Daemon, error) {
 		releases:   map[string]*state.Release{},
 		history:    map[string]history{},
 		strayAt:    map[string]time.Time{},
+		nets:       map[string]formationNet{},
 	}
+	d.proxy = newSiblingProxy(d)
 	d.pulls = newPuller(docker, cfg.RegistryAuth, cfg.PullBackoff, d.log, d.poke)
 	d.pulls.pulled = d.notePulled
+	d.pulls.metrics, d.pulls.host = cfg.Metrics, cfg.ID
 	var err error
+	if d.key = cfg.Key; d.key == nil {
+		if d.key, err = hostKey(cfg.DataDir); err != nil {
+			return nil, fmt.Errorf("hostd: %w", err)
+		}
+	}
 	if d.pulledImages, err = d.disk.loadPulled(); err != nil {
 		d.log.Warn("record of pulled images unreadable: none will be removed until pulled again", "err", err)
 	}
@@ -245,8 +299,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.docker.NegotiateAPIVersion(ctx)
 
 	var wg sync.WaitGroup
-	wg.Add(3)
+	if err := d.startMesh(ctx, &wg); err != nil {
+		return err
+	}
+	defer d.proxy.close()
+	wg.Add(4)
 	go func() { defer wg.Done(); d.liveness(ctx) }()
+	go func() { defer wg.Done(); d.oneOffs(ctx) }()
 	go func() { defer wg.Done(); d.watch(ctx) }()
 	go func() { defer wg.Done(); d.events(ctx) }()
 	// Converge to what Consul says rather than to a persisted assignment it may have
@@ -348,7 +407,7 @@ func (d *Daemon) setAssignment(a *state.Assignment) {
 
 // liveness registers the host in Consul and keeps its TTL check passing.
 func (d *Daemon) liveness(ctx context.Context) {
-	reg := sealed(state.HostRegistration(state.Host{ID: d.cfg.ID, Address: d.cfg.Advertise, Capacity: d.cfg.Capacity, Labels: d.cfg.Labels}, d.cfg.HostTTL, d.cfg.DeregisterAfter))
+	reg := sealed(d.store.HostRegistration(state.Host{ID: d.cfg.ID, Address: d.cfg.Advertise, Capacity: d.cfg.Capacity, Labels: d.cfg.Labels}, d.cfg.HostTTL, d.cfg.DeregisterAfter))
 	registered, failing := false, false
 	tick := time.NewTicker(d.cfg.HostTTL / 3)
 	defer tick.Stop()
@@ -381,9 +440,14 @@ func (d *Daemon) heartbeat(ctx context.Context, reg *api.AgentServiceRegistratio
 			}
 			d.log.Info("host registered in Consul", "service", reg.Name, "address", d.cfg.Advertise)
 		}
+		// Then the key: the leader takes a host whose registration is on the node the key
+		// record names, and seals config vars to it.
+		if err := d.publishKey(ctx, agent, reg.ID); err != nil {
+			return err
+		}
 		*registered = true
 	}
-	if err := agent.UpdateTTLOpts(state.HostCheckID(d.cfg.ID), "alive", api.HealthPassing, q); err != nil {
+	if err := agent.UpdateTTLOpts(d.store.HostCheckID(d.cfg.ID), "alive", api.HealthPassing, q); err != nil {
 		*registered = false // the agent may have lost it (restarted without its data)
 		return fmt.Errorf("renew host liveness: %w", err)
 	}

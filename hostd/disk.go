@@ -23,6 +23,23 @@ func (k disk) releasePath(id string) string {
 	return filepath.Join(k.dir, "releases", id+".json")
 }
 
+// sealedPath keeps a release's config vars as sealed to this host: opened only when a
+// container is made, never written in clear.
+func (k disk) sealedPath(id string) string {
+	return filepath.Join(k.dir, "releases", id+".sealed.json")
+}
+
+func (k disk) saveSealed(e *state.SealedEnv) error { return k.write(k.sealedPath(e.Release), e) }
+
+// loadSealed returns a persisted sealed copy; nil when there is none.
+func (k disk) loadSealed(id string) (*state.SealedEnv, error) {
+	var e state.SealedEnv
+	if ok, err := k.read(k.sealedPath(id), &e); !ok || err != nil {
+		return nil, err
+	}
+	return &e, nil
+}
+
 func (k disk) pulledPath() string { return filepath.Join(k.dir, "images.json") }
 
 // savePulled records the images the daemon pulled, which it alone may remove.
@@ -84,6 +101,7 @@ func (k disk) pruneReleases(keep []state.Instance) error {
 	var errs []error
 	for _, e := range entries {
 		id, ok := strings.CutSuffix(e.Name(), ".json")
+		id = strings.TrimSuffix(id, ".sealed")
 		if ok && !used[id] {
 			errs = append(errs, os.Remove(filepath.Join(k.dir, "releases", e.Name())))
 		}
@@ -104,7 +122,7 @@ func (k disk) write(path string, v any) error {
 		return err
 	}
 	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600) // releases hold secrets
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err
 	}

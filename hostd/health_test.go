@@ -35,7 +35,8 @@ func TestUnhealthyInstanceIsRestarted(t *testing.T) {
 	sick := e.release(t, "sick", func(r *state.Release) {
 		r.Env["HEALTH_FAIL_AFTER"] = "4s"
 		r.Check.Grace = 2 * time.Second
-		r.Restart = state.Restart{MinBackoff: time.Second, MaxBackoff: 10 * time.Second}
+		// Stopped for 3s, then 6s: long enough for a status write to show it on a busy machine.
+		r.Restart = state.Restart{MinBackoff: 3 * time.Second, MaxBackoff: 10 * time.Second}
 	})
 	well := e.release(t, "well", func(r *state.Release) { r.Service = "well" })
 	sickInst, wellInst := instances(sick, 1)[0], instances(well, 1)[0]
@@ -43,8 +44,8 @@ func TestUnhealthyInstanceIsRestarted(t *testing.T) {
 	testenv.Eventually(t, 30*time.Second, "the sick instance passing first", func() bool { return len(e.passing("demo-web")) == 1 })
 	first := e.containers(t)[sickInst.ID].ID
 
-	// Healthy for 4s, then critical: 2s later it is stopped and started again (the same
-	// container), healthy for 4s again, and so on.
+	// Healthy for 4s, then critical: 2s later it is stopped and, after its backoff, started
+	// again (the same container), healthy for 4s again, and so on.
 	var waiting state.InstanceStatus
 	testenv.Eventually(t, 30*time.Second, "the sick instance stopped as unhealthy", func() bool {
 		st, _ := instanceStatus(e.status(t), sickInst.ID)

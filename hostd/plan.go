@@ -15,6 +15,8 @@ type observed struct {
 	State    string // created, running, exited, dead, paused, restarting, removing
 	// HostPorts maps container ports to the host ports they are published on (running only).
 	HostPorts map[int]int
+	// IP is the container's address on its formation's network ("" when not on it).
+	IP string
 	// The last run of a container that is not running, from its inspection.
 	StartedAt, FinishedAt time.Time
 	ExitCode              int

@@ -16,6 +16,8 @@ import (
 	"github.com/docker/docker/api/types/registry"
 	"github.com/docker/docker/errdefs"
 	"github.com/docker/docker/pkg/jsonmessage"
+
+	"github.com/gilliam-sync/gilliam-sync/internal/metrics"
 )
 
 // puller gets images into the engine: one pull per image at a time however many instances
@@ -28,6 +30,8 @@ type puller struct {
 	log     *slog.Logger
 	done    func()           // called when a pull ends, to run a converge pass
 	pulled  func(ref string) // called when a pull succeeds (nil: nothing)
+	metrics *metrics.Metrics // counts pulls (nil: none)
+	host    string
 
 	wg     sync.WaitGroup
 	mu     sync.Mutex
@@ -91,6 +95,9 @@ func (p *puller) ensure(ctx context.Context, ref string, now time.Time) pullStat
 		defer p.wg.Done()
 		start := time.Now()
 		err := p.pull(ctx, ref)
+		if ctx.Err() == nil {
+			p.metrics.Pull(p.host, time.Since(start), err)
+		}
 		p.mu.Lock()
 		st.pulling = false
 		switch {

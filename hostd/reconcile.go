@@ -16,6 +16,7 @@ import (
 	"github.com/docker/docker/errdefs"
 	"github.com/hashicorp/consul/api"
 
+	"github.com/gilliam-sync/gilliam-sync/internal/names"
 	"github.com/gilliam-sync/gilliam-sync/state"
 )
 
@@ -42,7 +43,12 @@ type pass struct {
 	// to see gone from the servers' catalog before it stops a container.
 	left map[string]*api.AgentService
 	errs []error
+	// tasks and volumes are what the host reports of its one-off tasks and volumes.
+	tasks   []state.TaskStatus
+	volumes []state.VolumeStatus
 }
+
+func (p *pass) agentOK() bool { return p.agent != nil }
 
 func (p *pass) fail(err error) {
 	p.mu.Lock()
@@ -116,7 +122,7 @@ func (d *Daemon) reconcile(ctx context.Context) (time.Time, error) {
 
 	// New and restarted instances first, then the ones that go: start before stop.
 	var tasks []func()
-	for _, inst := range d.readyToCreate(ctx, p, plan.Create) {
+	for _, inst := range d.readyToCreate(ctx, p, d.slotsFree(p, plan.Create, containers)) {
 		tasks = append(tasks, func() { d.create(ctx, p, inst) })
 	}
 	for _, c := range plan.Start {
@@ -134,7 +140,11 @@ func (d *Daemon) reconcile(ctx context.Context) (time.Time, error) {
 		tasks = append(tasks, func() { d.stopUnhealthy(ctx, p, c) })
 	}
 	parallel(d.cfg.Parallel, tasks)
+	p.tasks = d.runTasks(ctx, p, a)
+	p.volumes = d.volumesPass(ctx, p, a)
 	p.wake = earliest(p.wake, d.collectImages(ctx, p))
+
+	d.networking(ctx, a, containers, p)
 
 	wake := earliest(d.report(ctx, a, plan, p, registered), plan.Wake, p.wake)
 	d.noteConverged(a, plan, p, registered)
@@ -156,6 +166,9 @@ func (d *Daemon) observe(ctx context.Context) ([]observed, error) {
 		o := observed{ID: c.ID, Instance: c.Labels[LabelInstance], Release: c.Labels[LabelRelease], State: string(c.State), HostPorts: map[int]int{}}
 		if o.Instance == "" {
 			continue
+		}
+		if c.NetworkSettings != nil {
+			o.IP = networkIP(c.NetworkSettings.Networks, d.cfg.ID, c.Labels[LabelFormation])
 		}
 		for _, port := range c.Ports {
 			if port.PublicPort != 0 && port.Type == "tcp" {
@@ -191,6 +204,11 @@ func (d *Daemon) readAgent(ctx context.Context) (*agentView, error) {
 	services, err := agent.ServicesWithFilterOpts(fmt.Sprintf("Meta.host == %q and %q in Tags", d.cfg.ID, TagInstance), q)
 	if err != nil {
 		return nil, fmt.Errorf("consul agent: %w", err)
+	}
+	for id, s := range services {
+		if names.InstallationOf(s.Meta[names.MetaInstallation]) != d.store.Installation() {
+			delete(services, id) // another installation's host daemon of the same host ID
+		}
 	}
 	checks, err := agent.ChecksWithFilterOpts("", q)
 	if err != nil {
@@ -248,6 +266,9 @@ func (d *Daemon) release(ctx context.Context, formation, id string) (*state.Rele
 		if err := d.disk.saveRelease(r); err != nil {
 			d.log.Warn("persist release", "release", id, "err", err)
 		}
+	}
+	if r, err = d.withConfig(ctx, r); err != nil {
+		return nil, err
 	}
 	d.mu.Lock()
 	d.releases[id] = r
@@ -368,6 +389,24 @@ func (d *Daemon) create(ctx context.Context, p *pass, inst state.Instance) {
 		priv.ImageUser = img.Config.User
 	}
 	cfg, hc := containerSpec(d.cfg.ID, d.cfg.Advertise, inst, rel, priv)
+	n, err := d.network(ctx, inst.Formation)
+	if err != nil {
+		d.startFailed(p, inst, err)
+		return
+	}
+	attach(cfg, hc, rel, n)
+	if len(rel.Volumes) > 0 {
+		user := cfg.User
+		if user == "" {
+			user = priv.ImageUser
+		}
+		mounts, err := d.volumeMounts(ctx, inst, rel, user)
+		if err != nil {
+			d.startFailed(p, inst, err)
+			return
+		}
+		hc.Mounts = append(hc.Mounts, mounts...)
+	}
 	created, err := d.docker.ContainerCreate(ctx, cfg, hc, nil, nil, state.ContainerName(d.cfg.ID, inst.ID))
 	if err != nil {
 		if errdefs.IsNotFound(err) {
@@ -416,6 +455,7 @@ func (d *Daemon) startContainer(ctx context.Context, inst state.Instance, id str
 	}
 	o := observed{ID: id, Instance: inst.ID, Release: inst.Release, State: "running", HostPorts: map[int]int{}}
 	if info.NetworkSettings != nil {
+		o.IP = networkIP(info.NetworkSettings.Networks, d.cfg.ID, inst.Formation)
 		for port, bindings := range info.NetworkSettings.Ports {
 			for _, b := range bindings {
 				if hp, err := strconv.Atoi(b.HostPort); err == nil {
@@ -441,6 +481,13 @@ func (d *Daemon) markRunning(ctx context.Context, p *pass, inst state.Instance, 
 	}
 	d.history[inst.ID] = h
 	d.mu.Unlock()
+	if restart {
+		reason := h.Reason
+		if reason == "" {
+			reason = "crash"
+		}
+		d.cfg.Metrics.Restart(d.cfg.ID, inst.Formation, inst.Service, reason)
+	}
 	p.mu.Lock()
 	p.running[inst.ID] = c
 	p.mu.Unlock()
@@ -448,7 +495,7 @@ func (d *Daemon) markRunning(ctx context.Context, p *pass, inst state.Instance, 
 	if p.agent == nil || rel == nil {
 		return
 	}
-	reg := registration(d.cfg.ID, d.cfg.Advertise, inst, rel, primaryPort(rel, c), d.cfg.DeregisterAfter)
+	reg := d.registrationOf(inst, rel, c)
 	if err := d.register(ctx, reg); err != nil {
 		p.fail(err)
 		return
@@ -528,6 +575,7 @@ func (d *Daemon) drain(ctx context.Context, p *pass, c observed, assigned bool) 
 		p.fail(fmt.Errorf("stop %s: %w", c.Instance, err))
 		return
 	}
+	d.archiveLogs(ctx, c.ID)
 	if err := d.docker.ContainerRemove(ctx, c.ID, container.RemoveOptions{RemoveVolumes: true}); err != nil && !errdefs.IsNotFound(err) {
 		p.fail(fmt.Errorf("remove %s: %w", c.Instance, err))
 		return
@@ -563,7 +611,7 @@ func (d *Daemon) syncRegistrations(ctx context.Context, p *pass, byID map[string
 			want[id] = nil // keep what the agent has until the release can be read
 			continue
 		}
-		want[id] = registration(d.cfg.ID, d.cfg.Advertise, inst, rel, primaryPort(rel, c), d.cfg.DeregisterAfter)
+		want[id] = d.registrationOf(inst, rel, c)
 	}
 	register, deregister := registrationChanges(want, p.agent.services)
 	for id, reg := range want {

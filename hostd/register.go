@@ -11,6 +11,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/gilliam-sync/gilliam-sync/internal/names"
 	"github.com/gilliam-sync/gilliam-sync/state"
 )
 
@@ -24,18 +25,22 @@ const (
 	MetaRegistration = "gilliam-registration"
 )
 
+// FailuresBeforeCritical is how many checks in a row a passing instance fails before
+// Consul counts it as failing.
+const FailuresBeforeCritical = 2
+
 // registration is the Consul registration of a running instance whose primary port is
 // published on hostPort: its check is the release's (TCP on the primary port by default),
 // and a check critical for longer than deregisterAfter removes it from the catalog, so the
 // instances of a dead host leave it too.
-func registration(host, advertise string, inst state.Instance, rel *state.Release, hostPort int, deregisterAfter time.Duration) *api.AgentServiceRegistration {
+func registration(installation, host, advertise string, inst state.Instance, rel *state.Release, hostPort int, deregisterAfter time.Duration) *api.AgentServiceRegistration {
 	addr := net.JoinHostPort(advertise, strconv.Itoa(hostPort))
 	reg := &api.AgentServiceRegistration{
 		ID:      state.RegistrationID(host, inst.ID),
 		Name:    state.ServiceName(inst.Formation, inst.Service),
 		Address: advertise,
 		Port:    hostPort,
-		Tags:    []string{TagInstance, "release-" + inst.Release},
+		Tags:    []string{TagInstance, names.InstallationTag(installation), "release-" + inst.Release},
 		Meta: map[string]string{
 			"formation": inst.Formation,
 			"service":   inst.Service,
@@ -44,6 +49,8 @@ func registration(host, advertise string, inst state.Instance, rel *state.Releas
 			"image":     rel.Image,
 			"instance":  inst.ID,
 			"host":      host,
+
+			names.MetaInstallation: installation,
 		},
 	}
 	if rel.Internal {
@@ -61,6 +68,10 @@ func registration(host, advertise string, inst state.Instance, rel *state.Releas
 		Interval:                       interval.String(),
 		Timeout:                        timeout.String(),
 		DeregisterCriticalServiceAfter: deregisterAfter.String(),
+		// One slow answer (a busy host, a pause of the collector) does not take a passing
+		// instance out of the router: it takes two failures in a row (Kubernetes' readiness
+		// probes take three). A new instance is critical until its first success.
+		FailuresBeforeCritical: FailuresBeforeCritical,
 	}
 	switch {
 	case !checked(rel):

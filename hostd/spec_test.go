@@ -82,7 +82,7 @@ func specFields(cfg *container.Config, hc *container.HostConfig) map[string]any 
 
 func TestRegistrationGolden(t *testing.T) {
 	// As the agent is sent it: DisableRedirects on the HTTP check.
-	golden(t, "registration.json", definition(registration("host-1", "10.0.0.5", testInstance, testRelease, 32768, time.Minute)))
+	golden(t, "registration.json", definition(registration("gilliam", "host-1", "10.0.0.5", testInstance, testRelease, 32768, time.Minute)))
 
 	tcp := *testRelease
 	tcp.Check = state.Check{Type: "tcp"}
@@ -91,16 +91,16 @@ func TestRegistrationGolden(t *testing.T) {
 	noPorts := *testRelease
 	noPorts.Ports = nil
 	golden(t, "registration-checks.json", map[string]any{
-		"tcp, default timings": definition(registration("host-1", "10.0.0.5", testInstance, &tcp, 32768, time.Minute)).Check,
-		"none":                 registration("host-1", "10.0.0.5", testInstance, &none, 32768, time.Minute).Check,
-		"no ports":             registration("host-1", "10.0.0.5", testInstance, &noPorts, 0, time.Minute).Check,
+		"tcp, default timings": definition(registration("gilliam", "host-1", "10.0.0.5", testInstance, &tcp, 32768, time.Minute)).Check,
+		"none":                 registration("gilliam", "host-1", "10.0.0.5", testInstance, &none, 32768, time.Minute).Check,
+		"no ports":             registration("gilliam", "host-1", "10.0.0.5", testInstance, &noPorts, 0, time.Minute).Check,
 	})
 }
 
 func TestRegistrationHash(t *testing.T) {
-	a := registration("host-1", "10.0.0.5", testInstance, testRelease, 32768, time.Minute)
-	b := registration("host-1", "10.0.0.5", testInstance, testRelease, 32768, time.Minute)
-	c := registration("host-1", "10.0.0.5", testInstance, testRelease, 32769, time.Minute) // restarted on another port
+	a := registration("gilliam", "host-1", "10.0.0.5", testInstance, testRelease, 32768, time.Minute)
+	b := registration("gilliam", "host-1", "10.0.0.5", testInstance, testRelease, 32768, time.Minute)
+	c := registration("gilliam", "host-1", "10.0.0.5", testInstance, testRelease, 32769, time.Minute) // restarted on another port
 	if a.Meta[MetaRegistration] == "" || a.Meta[MetaRegistration] != b.Meta[MetaRegistration] {
 		t.Errorf("the same registration hashes differently: %q %q", a.Meta[MetaRegistration], b.Meta[MetaRegistration])
 	}

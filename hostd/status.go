@@ -11,6 +11,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/gilliam-sync/gilliam-sync/internal/metrics"
 	"github.com/gilliam-sync/gilliam-sync/state"
 )
 
@@ -46,12 +47,13 @@ func (w *statusWriter) wrote(st *state.HostStatus, at time.Time, err error) {
 
 func sameStatus(a, b *state.HostStatus) bool {
 	return a.Address == b.Address && reflect.DeepEqual(a.Instances, b.Instances) && reflect.DeepEqual(a.Strays, b.Strays) &&
-		reflect.DeepEqual(a.ImagesRemoved, b.ImagesRemoved)
+		reflect.DeepEqual(a.ImagesRemoved, b.ImagesRemoved) && reflect.DeepEqual(a.Tasks, b.Tasks) && reflect.DeepEqual(a.Volumes, b.Volumes)
 }
 
 // report writes the host's status when it is due, and returns when the next write is.
 func (d *Daemon) report(ctx context.Context, a *state.Assignment, plan plan, p *pass, registered map[string]bool) time.Time {
 	st := d.hostStatus(a, plan, p, registered)
+	d.countInstances(st)
 	d.mu.Lock()
 	write, at := d.status.due(st, p.now, d.cfg.StatusInterval, d.cfg.StatusRefresh)
 	d.mu.Unlock()
@@ -80,7 +82,8 @@ func (d *Daemon) report(ctx context.Context, a *state.Assignment, plan plan, p *
 // hostStatus is what the host reports after a pass: every assigned instance as it is now,
 // and the strays.
 func (d *Daemon) hostStatus(a *state.Assignment, plan plan, p *pass, registered map[string]bool) *state.HostStatus {
-	st := &state.HostStatus{Host: d.cfg.ID, Address: d.cfg.Advertise, Started: d.started, Instances: []state.InstanceStatus{}}
+	st := &state.HostStatus{Host: d.cfg.ID, Address: d.cfg.Advertise, Logs: d.cfg.LogsURL, Started: d.started, Instances: []state.InstanceStatus{},
+		Tasks: p.tasks, Volumes: p.volumes}
 	others := map[string]observed{} // containers of assigned instances that do not run
 	for _, list := range [][]observed{plan.Start, plan.Wait, plan.Hold, plan.Remove, plan.Unhealthy} {
 		for _, c := range list {
@@ -151,4 +154,21 @@ func health(agent *agentView, instance string, registered, checked bool) string 
 		return c.Status
 	}
 	return api.HealthCritical
+}
+
+// countInstances sets the instances gauge from a status report: how many instances are in
+// each state and health.
+func (d *Daemon) countInstances(st *state.HostStatus) {
+	if d.cfg.Metrics == nil {
+		return
+	}
+	n := map[[2]string]int{}
+	for _, is := range st.Instances {
+		n[[2]string{is.State, is.Health}]++
+	}
+	counts := make([]metrics.InstanceCount, 0, len(n))
+	for k, v := range n {
+		counts = append(counts, metrics.InstanceCount{State: k[0], Health: k[1], N: v})
+	}
+	d.cfg.Metrics.Instances(d.cfg.ID, counts)
 }

@@ -103,6 +103,11 @@ func (w *watcher) wait(ctx context.Context, d time.Duration) {
 
 // sameAssignment compares what a host must run, not when it was written.
 func sameAssignment(a, b *state.Assignment) bool {
+	// Its one-off tasks and the volumes to remove are orders too.
+	if len(a.Tasks)+len(b.Tasks) > 0 && !reflect.DeepEqual(a.Tasks, b.Tasks) ||
+		len(a.RemoveVolumes)+len(b.RemoveVolumes) > 0 && !reflect.DeepEqual(a.RemoveVolumes, b.RemoveVolumes) {
+		return false
+	}
 	if len(a.Instances) == 0 && len(b.Instances) == 0 {
 		return missing(a) == missing(b)
 	}

@@ -9,7 +9,8 @@
 // nothing. Every unplaced instance says why, host by host.
 //
 // Read types.go for the vocabulary, plan.go for the two passes (keep, then place),
-// feasible.go for which hosts can take an instance, score.go for which of them is best,
+// feasible.go for which hosts can take an instance (pin.go for an instance pinned to the
+// host of its volumes), score.go for which of them is best,
 // and rank.go for how a large cluster is searched without scanning every host.
 //
 // It imports only the standard library (make check enforces this): no Docker, Consul, go-git

@@ -18,6 +18,7 @@ type feasibility struct {
 	constraints []Constraint
 	re          []*regexp.Regexp // per constraint, for OpRegexp
 	err         string           // an invalid constraint: nothing with it can be placed
+	pin         string           // the one host allowed, "" for any
 	ok          []bool           // per host: the labels satisfy every constraint
 	healthy     []int32          // hosts that are ok and healthy: where new instances may go
 	perValue    map[*labelIndex][]int32
@@ -48,12 +49,15 @@ type regexpOrError struct {
 	err error
 }
 
-func (p *planner) feasibility(cs []Constraint) *feasibility {
+func (p *planner) feasibility(cs []Constraint, pin string) *feasibility {
 	k := constraintKey(cs)
+	if pin != "" {
+		k += "\x00" + pin // no constraint key holds a NUL outside a length-prefixed value
+	}
 	if f := p.feas[k]; f != nil {
 		return f
 	}
-	f := &feasibility{constraints: cs, re: make([]*regexp.Regexp, len(cs))}
+	f := &feasibility{constraints: cs, re: make([]*regexp.Regexp, len(cs)), pin: pin}
 	p.feas[k] = f
 	for j, c := range cs {
 		switch c.Op {
@@ -76,7 +80,7 @@ func (p *planner) feasibility(cs []Constraint) *feasibility {
 	}
 	f.ok = make([]bool, len(p.hosts))
 	for h, host := range p.hosts {
-		f.ok[h] = f.firstFailing(host.Labels) < 0
+		f.ok[h] = (pin == "" || host.ID == pin) && f.firstFailing(host.Labels) < 0
 		if f.ok[h] && p.health[h] == healthy {
 			f.healthy = append(f.healthy, int32(h))
 		}
@@ -190,6 +194,9 @@ func (p *planner) labelIndex(key string) *labelIndex {
 // the first reason that rules it out, in the order checked here: liveness, constraints,
 // distinct hosts, cpu, memory. The service of g must be loaded.
 func (p *planner) explain(g *group) string {
+	if g.feas.pin != "" {
+		return p.explainPinned(g)
+	}
 	if len(p.hosts) == 0 {
 		return "no hosts"
 	}

@@ -70,6 +70,7 @@ type groupKey struct {
 	formation, service, release string
 	req                         Resources
 	constraints                 string // constraintKey
+	pin                         string // Instance.Host
 	distinct                    bool
 	spread                      string
 }
@@ -251,7 +252,7 @@ func (p *planner) stop(in Instance, h int32, known bool, hostID string) {
 // before it.
 func (p *planner) canStay(i, h int32) bool {
 	in := p.inst[i]
-	f := p.feasibility(in.Constraints)
+	f := p.feasibility(in.Constraints, in.Host)
 	if f.err != "" || !f.ok[h] {
 		return false
 	}
@@ -305,6 +306,7 @@ func (p *planner) placeAll(place func(*group) []int32) {
 			release:     in.Release,
 			req:         nonNegative(in.Resources),
 			constraints: constraintKey(in.Constraints),
+			pin:         in.Host,
 			distinct:    in.DistinctHosts,
 			spread:      in.SpreadLabel,
 		}
@@ -312,7 +314,7 @@ func (p *planner) placeAll(place func(*group) []int32) {
 		if !seen {
 			g = int32(len(groups))
 			index[k] = g
-			groups = append(groups, group{key: k, svc: p.svcOf[i], req: k.req, feas: p.feasibility(in.Constraints)})
+			groups = append(groups, group{key: k, svc: p.svcOf[i], req: k.req, feas: p.feasibility(in.Constraints, in.Host)})
 			sizes = append(sizes, 0)
 		}
 		groupOf[i] = g

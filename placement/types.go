@@ -53,6 +53,10 @@ type Instance struct {
 	// "zone") before spreading them across hosts. Hosts without the label count as one more
 	// value. Honoured in binpack mode too, since the service asked for it.
 	SpreadLabel string
+	// Host pins the instance to one host: its volumes are there (see pin.go). It runs on
+	// that host or nowhere: a dead or unknown pinned host leaves it unplaced, with a
+	// reason that says so, rather than started elsewhere without its data.
+	Host string
 }
 
 // Host is a machine that runs instances.

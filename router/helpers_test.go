@@ -18,6 +18,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/gilliam-sync/gilliam-sync/internal/names"
 	"github.com/gilliam-sync/gilliam-sync/internal/testenv"
 )
 
@@ -94,7 +95,7 @@ func (e *env) get(host, path string) (int, string) {
 // waitBackends waits until host routes to n backends.
 func (e *env) waitBackends(host string, n int) {
 	e.t.Helper()
-	testenv.Eventually(e.t, 10*time.Second, fmt.Sprintf("%s routed to %d instances", host, n), func() bool {
+	testenv.Eventually(e.t, 30*time.Second, fmt.Sprintf("%s routed to %d instances", host, n), func() bool {
 		r := e.router.Table().Lookup(host)
 		return r != nil && len(r.Backends) == n
 	})
@@ -149,6 +150,8 @@ type regOpts struct {
 	internal bool
 	ttl      bool   // a TTL check the test sets, instead of an HTTP check every 200ms
 	status   string // the check's first status; passing by default
+	// installation registers it as another installation's (the default one's otherwise).
+	installation string
 }
 
 // register registers b as an instance of formation/service, the way hostd does.
@@ -157,7 +160,10 @@ func (b *backend) register(t testing.TB, c *api.Client, formation, service strin
 	host, port, _ := net.SplitHostPort(b.srv.Listener.Addr().String())
 	p, _ := strconv.Atoi(port)
 	b.id = formation + "-" + service + "-" + b.name
-	tags := []string{TagInstance}
+	if o.installation == "" {
+		o.installation = names.DefaultInstallation
+	}
+	tags := []string{TagInstance, names.InstallationTag(o.installation)}
 	if o.internal {
 		tags = append(tags, TagInternal)
 	}
@@ -165,7 +171,8 @@ func (b *backend) register(t testing.TB, c *api.Client, formation, service strin
 		o.status = api.HealthPassing
 	}
 	check := &api.AgentServiceCheck{CheckID: "check-" + b.id, Status: o.status,
-		HTTP: b.srv.URL + "/healthz", Interval: "200ms", Timeout: "1s"}
+		HTTP: b.srv.URL + "/healthz", Interval: "200ms", Timeout: "1s",
+		FailuresBeforeCritical: 2} // as hostd registers instances: one slow answer is not a failure
 	if o.ttl {
 		check = &api.AgentServiceCheck{CheckID: "check-" + b.id, Status: o.status, TTL: "10m"}
 	}

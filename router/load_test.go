@@ -186,8 +186,8 @@ func TestZeroFailedRequestsAcrossSwaps(t *testing.T) {
 	}
 	stop := func(b *backend) {
 		b.deregister(t, c.Client)
-		time.Sleep(500 * time.Millisecond) // hostd's drain: deregistered, then stopped
-		b.srv.Close()                      // waits for the requests in flight
+		time.Sleep(time.Second) // hostd's drain (its default --drain-delay): deregistered, then stopped
+		b.srv.Close()           // waits for the requests in flight
 	}
 	running := []*backend{start(), start()}
 	e.waitBackends("load.localhost", 2)
@@ -223,7 +223,8 @@ func TestZeroFailedRequestsAcrossSwaps(t *testing.T) {
 	res := <-done
 
 	testenv.Report(t, "router-zero-failures", fmt.Sprintf(
-		"router, %s at 200 req/s through instance swaps (%v): %s", res.elapsed.Round(time.Second), steps, res))
+		"router, %s at 200 req/s through instance swaps (%v): %s; sent again to another instance %d",
+		res.elapsed.Round(time.Second), steps, res, e.router.Stats().Retries.Load()))
 	if len(res.errors) > 0 || res.ok != res.sent {
 		t.Errorf("%d requests: %d ok, statuses %v, errors (first 5) %v", res.sent, res.ok, res.statuses, res.errors[:min(5, len(res.errors))])
 	}

@@ -47,6 +47,9 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if r.cfg.AccessLog != nil {
 		defer r.accessLog(lw, req, rq)
 	}
+	if r.cfg.Metrics != nil {
+		defer r.measure(lw, rq)
+	}
 	rq.route = r.Table().Lookup(req.Host)
 	switch {
 	case rq.route == nil:
@@ -90,8 +93,7 @@ func (r *Router) proxyError(w http.ResponseWriter, req *http.Request, err error)
 		return
 	}
 	r.stats.BadGateway.Add(1)
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, errRolling) {
+	if isTimeout(err) || errors.Is(err, errRolling) {
 		errorPage(w, http.StatusGatewayTimeout, "Application too slow",
 			fmt.Sprintf("Service %s of formation %s did not answer in time.", rq.route.Service, rq.route.Formation), rq.id)
 		return
@@ -120,61 +122,154 @@ func newRequestID() string {
 var errRolling = errors.New("response stalled past the rolling timeout")
 
 // balancer sends a request to the instances of its route in turn, starting at the route's
-// round-robin cursor. It tries another instance only when no connection was made: then
-// not a byte of the request was written, and sending it again cannot run it twice.
-// Anything later (a connection reset mid-request, a timeout) goes back to the client as a
-// 502 or 504, whatever the method.
+// round-robin cursor. It tries another instance when no connection was made: then not a
+// byte of the request was written, and sending it again cannot run it twice. A request
+// that was written goes to one more instance only when it is replayable (replayable: a
+// bodiless GET, HEAD, OPTIONS or TRACE, or one carrying an Idempotency-Key) and its
+// connection closed before a byte of the answer came, not by a timeout: an instance
+// stopping with connections still in its accept queue hangs up on them, and nginx's
+// proxy_next_upstream does the same for idempotent requests. Anything else (a POST whose
+// connection was reset, a timeout, a second hang-up) goes back to the client as a 502 or
+// 504.
 type balancer struct {
 	base    http.RoundTripper
 	rolling time.Duration
 	stats   *Stats
+	// table is the router's table in use. When every instance of a route refused the
+	// connection, the request waits up to refusedWait for a newer table that lists other
+	// instances, and tries those: a router whose view of Consul lags past a drain (a
+	// loaded machine) finds the instances that replaced the ones gone.
+	table       func() *Table
+	refusedWait time.Duration
 }
 
 func (b *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 	rq := requestOf(req.Context())
-	backends := rq.route.Backends
-	first := rq.route.start()
-	var body *trackedBody
+	a := &attempt{req: req, rq: rq}
 	if req.Body != nil && req.Body != http.NoBody {
-		body = &trackedBody{rc: req.Body}
+		a.body = &trackedBody{rc: req.Body}
 	}
-	var lastErr error
-	for i := range len(backends) {
-		addr := backends[(first+uint64(i))%uint64(len(backends))]
-		var connected atomic.Bool
-		ctx := httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
-			GotConn: func(httptrace.GotConnInfo) { connected.Store(true) },
-		})
-		ctx, cancel := context.WithCancelCause(ctx)
-		out := req.WithContext(ctx) // a shallow copy: headers are shared, and not changed
-		u := *req.URL
-		u.Host = addr
-		out.URL = &u
-		if body != nil {
-			out.Body = body
+	route := rq.route
+	for {
+		resp, err, again := b.tryRoute(a, route)
+		if !again {
+			return resp, err
 		}
-		rq.attempts++
-		rq.backend = addr
-		resp, err := b.base.RoundTrip(out)
-		if err == nil {
-			if rwc, ok := resp.Body.(io.ReadWriteCloser); ok && resp.StatusCode == http.StatusSwitchingProtocols {
-				// A WebSocket: the connection lives on, without a rolling timeout.
-				resp.Body = &upgradedBody{ReadWriteCloser: rwc, cancel: cancel}
-				return resp, nil
-			}
-			resp.Body = newRollingBody(resp.Body, b.rolling, cancel)
-			return resp, nil
-		}
-		cancel(nil)
-		lastErr = err
-		if connected.Load() || (body != nil && body.started.Load()) || req.Context().Err() != nil {
+		if route = b.newerRoute(req.Context(), req.Host, route, a.tried); route == nil {
 			return nil, err
 		}
-		if i+1 < len(backends) {
-			b.stats.Retries.Add(1)
+	}
+}
+
+// attempt is one request's way through the instances.
+type attempt struct {
+	req     *http.Request
+	rq      *request
+	body    *trackedBody
+	replays int             // attempts sent again after the request was written
+	tried   map[string]bool // instances that failed; made at the first failure (most requests have none)
+}
+
+// tryRoute sends the request to the route's instances not tried yet, from its cursor on.
+// again says that every one refused the connection, so a newer route may be tried.
+func (b *balancer) tryRoute(a *attempt, route *Route) (resp *http.Response, err error, again bool) {
+	first := route.start()
+	n := uint64(len(route.Backends))
+	for i := range n {
+		addr := route.Backends[(first+i)%n]
+		if a.tried[addr] {
+			continue
+		}
+		var connected, answered bool
+		resp, err, connected, answered = b.send(a, addr)
+		if err == nil {
+			return resp, nil, false
+		}
+		if a.tried == nil {
+			a.tried = map[string]bool{}
+		}
+		a.tried[addr] = true
+		if a.req.Context().Err() != nil {
+			return nil, err, false
+		}
+		if connected || (a.body != nil && a.body.started.Load()) {
+			if a.replays > 0 || a.body != nil || !replayable(a.req) || answered || isTimeout(err) {
+				return nil, err, false
+			}
+			a.replays++
 		}
 	}
-	return nil, lastErr
+	return nil, err, a.replays == 0
+}
+
+// send makes one attempt at addr; connected and answered say whether a connection was
+// made and whether a byte of the answer came.
+func (b *balancer) send(a *attempt, addr string) (resp *http.Response, err error, connected, answered bool) {
+	var conn, first atomic.Bool
+	ctx := httptrace.WithClientTrace(a.req.Context(), &httptrace.ClientTrace{
+		GotConn:              func(httptrace.GotConnInfo) { conn.Store(true) },
+		GotFirstResponseByte: func() { first.Store(true) },
+	})
+	ctx, cancel := context.WithCancelCause(ctx)
+	out := a.req.WithContext(ctx) // a shallow copy: headers are shared, and not changed
+	u := *a.req.URL
+	u.Host = addr
+	out.URL = &u
+	if a.body != nil {
+		out.Body = a.body
+	}
+	if a.rq.attempts > 0 {
+		b.stats.Retries.Add(1)
+	}
+	a.rq.attempts++
+	a.rq.backend = addr
+	resp, err = b.base.RoundTrip(out)
+	if err != nil {
+		cancel(nil)
+		return nil, err, conn.Load(), first.Load()
+	}
+	if rwc, ok := resp.Body.(io.ReadWriteCloser); ok && resp.StatusCode == http.StatusSwitchingProtocols {
+		// A WebSocket: the connection lives on, without a rolling timeout.
+		resp.Body = &upgradedBody{ReadWriteCloser: rwc, cancel: cancel}
+		return resp, nil, true, true
+	}
+	resp.Body = newRollingBody(resp.Body, b.rolling, cancel)
+	return resp, nil, true, true
+}
+
+// newerRoute waits up to refusedWait for the table to give the request's host a route other
+// than old with an instance not tried yet; nil when none comes.
+func (b *balancer) newerRoute(ctx context.Context, host string, old *Route, tried map[string]bool) *Route {
+	deadline := time.Now().Add(b.refusedWait)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if r := b.table().Lookup(host); r != nil && r != old {
+			for _, addr := range r.Backends {
+				if !tried[addr] {
+					return r
+				}
+			}
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	return nil
+}
+
+// replayable is http.Transport's own rule for sending a request again on another
+// connection: a method that is idempotent by RFC 9110 and safe to repeat, or an
+// Idempotency-Key header.
+func replayable(req *http.Request) bool {
+	switch req.Method {
+	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	_, key := req.Header["Idempotency-Key"]
+	_, xkey := req.Header["X-Idempotency-Key"]
+	return key || xkey
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded)
 }
 
 // trackedBody is a request body that tells whether any of it was read, and that the
@@ -238,20 +333,21 @@ func (b *upgradedBody) Close() error {
 // reach the server's writer.
 type logWriter struct {
 	http.ResponseWriter
-	status int
-	bytes  int64
+	status    int
+	bytes     int64
+	headersAt time.Time // when the status was written
 }
 
 func (w *logWriter) WriteHeader(code int) {
 	if w.status == 0 {
-		w.status = code
+		w.status, w.headersAt = code, time.Now()
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
 
 func (w *logWriter) Write(p []byte) (int, error) {
 	if w.status == 0 {
-		w.status = http.StatusOK
+		w.status, w.headersAt = http.StatusOK, time.Now()
 	}
 	n, err := w.ResponseWriter.Write(p)
 	w.bytes += int64(n)
@@ -287,4 +383,19 @@ func (r *Router) accessLog(w *logWriter, req *http.Request, rq *request) {
 		attrs = append(attrs, slog.String("err", rq.err.Error()))
 	}
 	r.cfg.AccessLog.LogAttrs(context.Background(), slog.LevelInfo, "request", attrs...)
+}
+
+// measure records a request answered: by the formation and service of its route ("" for
+// a host name no formation has), its status class, and the time to its response's
+// headers (or its end, for a request that never got any).
+func (r *Router) measure(w *logWriter, rq *request) {
+	var formation, service string
+	if rq.route != nil {
+		formation, service = rq.route.Formation, rq.route.Service
+	}
+	d := time.Since(rq.start)
+	if !w.headersAt.IsZero() {
+		d = w.headersAt.Sub(rq.start)
+	}
+	r.cfg.Metrics.RouterRequest(formation, service, w.status, d)
 }

@@ -14,7 +14,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/gilliam-sync/gilliam-sync/internal/metrics"
 	"github.com/gilliam-sync/gilliam-sync/state"
 )
 
@@ -27,6 +29,9 @@ const (
 	DefaultWatchWait        = 60 * time.Second
 	DefaultStaleAfter       = 15 * time.Second
 	DefaultMinDelay         = 20 * time.Millisecond
+	// RefusedWait is how long a request whose every instance refused the connection
+	// waits for a newer table listing others before it is answered 502.
+	RefusedWait = time.Second
 )
 
 // Config is a router's configuration; zero fields take the defaults above.
@@ -49,6 +54,9 @@ type Config struct {
 	Logger, AccessLog *slog.Logger
 	// OnSwap, when set, is called with each table swapped in (tests and benchmarks).
 	OnSwap func(*Table)
+	// Metrics records requests and their latency by formation and service, and gets the
+	// router's table and watch figures (nil: none).
+	Metrics *metrics.Metrics
 }
 
 func (c *Config) defaults() {
@@ -105,15 +113,47 @@ func New(cfg Config) (*Router, error) {
 		DisableCompression: true,
 	}
 	r.proxy = &httputil.ReverseProxy{
-		Rewrite:        r.rewrite,
-		Transport:      &balancer{base: r.transport, rolling: cfg.RollingTimeout, stats: &r.stats},
+		Rewrite: r.rewrite,
+		Transport: &balancer{base: r.transport, rolling: cfg.RollingTimeout, stats: &r.stats,
+			table: r.Table, refusedWait: RefusedWait},
 		ErrorHandler:   r.proxyError,
 		ModifyResponse: modifyResponse,
 		ErrorLog:       slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
 		BufferPool:     bufferPool{},
 	}
 	r.table.Store(BuildTable(cfg.Domain, nil, nil, time.Now()))
+	r.registerMetrics()
 	return r, nil
+}
+
+// registerMetrics gives the router's own figures (gilliam_router_*) to its Metrics.
+func (r *Router) registerMetrics() {
+	if r.cfg.Metrics == nil {
+		return
+	}
+	s := &r.stats
+	gauge := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+	}
+	counter := func(name, help string, v *atomic.Uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(v.Load()) })
+	}
+	r.cfg.Metrics.Register(
+		gauge("gilliam_router_routes", "Host names in the routing table.", func() float64 { return float64(r.Table().Len()) }),
+		gauge("gilliam_router_table_age_seconds", "Seconds since the routing table was built.", func() float64 { return time.Since(r.Table().Built).Seconds() }),
+		gauge("gilliam_router_consul_contact_age_seconds", "Seconds since Consul last answered a watch (-1: never).", func() float64 {
+			if lc := s.LastContact(); !lc.IsZero() {
+				return time.Since(lc).Seconds()
+			}
+			return -1
+		}),
+		counter("gilliam_router_watch_stale_total", "Blocking queries that ran past their wait and were restarted.", &s.StaleRestarts),
+		counter("gilliam_router_watch_errors_total", "Blocking queries that failed.", &s.WatchErrors),
+		counter("gilliam_router_table_swaps_total", "Routing tables swapped in.", &s.TableSwaps),
+		counter("gilliam_router_requests_total", "Requests received.", &s.Requests),
+		counter("gilliam_router_retries_total", "Requests sent again to another instance after a failed connection.", &s.Retries),
+		counter("gilliam_router_bad_gateway_total", "Requests answered 502 or 504.", &s.BadGateway),
+	)
 }
 
 // Run follows Consul until ctx ends, swapping in a new table at every change.
@@ -159,28 +199,6 @@ func (r *Router) Stats() *Stats { return &r.stats }
 
 // Domain is the domain formations are named under.
 func (r *Router) Domain() string { return r.cfg.Domain }
-
-// MetricsHandler serves the router's counters in the Prometheus text format.
-func (r *Router) MetricsHandler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		t := r.Table()
-		s := &r.stats
-		since := -1.0
-		if lc := s.LastContact(); !lc.IsZero() {
-			since = time.Since(lc).Seconds()
-		}
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-		fmt.Fprintf(w, "# HELP gilliam_router_routes Host names in the routing table.\ngilliam_router_routes %d\n", t.Len())
-		fmt.Fprintf(w, "# HELP gilliam_router_table_age_seconds Seconds since the routing table was built.\ngilliam_router_table_age_seconds %.3f\n", time.Since(t.Built).Seconds())
-		fmt.Fprintf(w, "# HELP gilliam_router_consul_contact_age_seconds Seconds since Consul last answered a watch (-1: never).\ngilliam_router_consul_contact_age_seconds %.3f\n", since)
-		fmt.Fprintf(w, "# HELP gilliam_router_watch_stale_total Blocking queries that ran past their wait and were restarted.\ngilliam_router_watch_stale_total %d\n", s.StaleRestarts.Load())
-		fmt.Fprintf(w, "# HELP gilliam_router_watch_errors_total Blocking queries that failed.\ngilliam_router_watch_errors_total %d\n", s.WatchErrors.Load())
-		fmt.Fprintf(w, "# HELP gilliam_router_table_swaps_total Routing tables swapped in.\ngilliam_router_table_swaps_total %d\n", s.TableSwaps.Load())
-		fmt.Fprintf(w, "# HELP gilliam_router_requests_total Requests received.\ngilliam_router_requests_total %d\n", s.Requests.Load())
-		fmt.Fprintf(w, "# HELP gilliam_router_retries_total Requests sent again to another instance after a failed connection.\ngilliam_router_retries_total %d\n", s.Retries.Load())
-		fmt.Fprintf(w, "# HELP gilliam_router_bad_gateway_total Requests answered 502 or 504.\ngilliam_router_bad_gateway_total %d\n", s.BadGateway.Load())
-	})
-}
 
 // bufferPool keeps ReverseProxy's 32 KB copy buffers: without it every request allocates
 // (and clears) one.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/gilliam-sync/gilliam-sync/internal/names"
 	"github.com/gilliam-sync/gilliam-sync/internal/testenv"
 	"github.com/gilliam-sync/gilliam-sync/state"
 )
@@ -37,6 +38,9 @@ func TestRoutesFromConsul(t *testing.T) {
 	api1.register(t, c.Client, "hello", "api", regOpts{})
 	db.register(t, c.Client, "hello", "db", regOpts{internal: true})
 	pr.register(t, c.Client, "hello-pr-3", "web", regOpts{})
+	// Another installation on the same Consul runs a formation of the same name: never routed.
+	stranger := newBackend(t, "stranger", nil)
+	stranger.register(t, c.Client, "hello", "web", regOpts{installation: "teams-b"})
 
 	e.waitBackends("hello.localhost", 2)
 	e.waitBackends("web.hello-pr-3.localhost", 1)
@@ -131,8 +135,10 @@ func TestRoutesDocument(t *testing.T) {
 	})
 }
 
-// A request goes to another instance only when its connection failed before a byte was
-// written (Flynn's TestErrorAfterConnOnlyHitsOneBackend, both ways).
+// A request goes to another instance when its connection failed before a byte was
+// written (Flynn's TestErrorAfterConnOnlyHitsOneBackend), and a replayable one (a bodiless
+// GET) also when the instance hung up without a byte of answer, once: a POST that
+// reached an instance is never sent to another.
 func TestRetryOnlyBeforeAnyByteWritten(t *testing.T) {
 	c := testenv.NewConsul(t)
 	e := newEnv(t, c.Client, nil)
@@ -163,53 +169,95 @@ func TestRetryOnlyBeforeAnyByteWritten(t *testing.T) {
 		t.Errorf("retries = %d, want one per request that went to the dead instance first (about 3)", n)
 	}
 
-	// An instance that takes the connection, reads the request and hangs up: the request
-	// was written, so it fails (502) and never reaches the other instance.
+	// An instance that takes the connection, reads the request and hangs up. A POST with
+	// a body was written, so it fails (502) and never reaches the other instance; a GET
+	// goes on to the other one.
+	hung := hangupServer(t)
+	other := newBackend(t, "other", nil)
+	registerAddr(t, c.Client, "once", "web", "hangup", hung.addr)
+	other.register(t, c.Client, "once", "web", regOpts{ttl: true})
+	e.waitBackends("once.localhost", 2)
+	status := map[string]map[int]int{"GET": {}, "POST": {}}
+	for i := range 12 {
+		method := []string{"GET", "POST"}[i/2%2] // each method starts at each instance in turn
+		var body io.Reader
+		if method == "POST" {
+			body = strings.NewReader("x")
+		}
+		resp, err := e.do(method, "once.localhost", "/", body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		status[method][resp.StatusCode]++
+	}
+	hungGET, hungPOST := hung.count("GET"), hung.count("POST")
+	if status["GET"][200] != 6 || hungGET == 0 {
+		t.Errorf("GETs: statuses %v, %d reached the hang-up instance: every one must be answered by the other", status["GET"], hungGET)
+	}
+	if status["POST"][502] != hungPOST || status["POST"][200]+hungPOST != 6 || hungPOST == 0 ||
+		other.hits.get() != 6+status["POST"][200] {
+		t.Errorf("POSTs: statuses %v, %d reached the hang-up instance, the other instance reached %d times in all: "+
+			"a POST that reached the hang-up instance must fail there and reach nothing else", status["POST"], hungPOST, other.hits.get())
+	}
+
+	// Instances that all hang up: a GET is sent again once, not to every instance (a
+	// request that kills instances takes two at most).
+	all := []*hangup{hangupServer(t), hangupServer(t), hangupServer(t)}
+	for i, h := range all {
+		registerAddr(t, c.Client, "death", "web", fmt.Sprint("h", i), h.addr)
+	}
+	e.waitBackends("death.localhost", len(all))
+	if code, _ := e.get("death.localhost", "/"); code != 502 {
+		t.Errorf("GET to instances that all hang up: %d, want 502", code)
+	}
+	reached := 0
+	for _, h := range all {
+		reached += h.count("GET")
+	}
+	if reached != 2 {
+		t.Errorf("a GET every instance hangs up on reached %d instances, want 2", reached)
+	}
+}
+
+// hangup is an instance that reads each request, counts it by method and closes the
+// connection without a byte of answer.
+type hangup struct {
+	addr string
+	mu   sync.Mutex
+	seen map[string]int
+}
+
+func (h *hangup) count(method string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.seen[method]
+}
+
+func hangupServer(t *testing.T) *hangup {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	var accepted atomicCounter
+	t.Cleanup(func() { l.Close() })
+	h := &hangup{addr: l.Addr().String(), seen: map[string]int{}}
 	go func() {
 		for {
 			conn, err := l.Accept()
 			if err != nil {
 				return
 			}
-			accepted.add()
-			br := bufio.NewReader(conn)
-			if req, err := http.ReadRequest(br); err == nil {
+			if req, err := http.ReadRequest(bufio.NewReader(conn)); err == nil {
 				_, _ = io.Copy(io.Discard, req.Body)
+				h.mu.Lock()
+				h.seen[req.Method]++
+				h.mu.Unlock()
 			}
 			conn.Close()
 		}
 	}()
-	other := newBackend(t, "other", nil)
-	registerAddr(t, c.Client, "once", "web", "hangup", l.Addr().String())
-	other.register(t, c.Client, "once", "web", regOpts{ttl: true})
-	e.waitBackends("once.localhost", 2)
-	var failed, ok int
-	for i := range 8 {
-		method := []string{"GET", "POST"}[i%2]
-		resp, err := e.do(method, "once.localhost", "/", strings.NewReader("x"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		switch resp.StatusCode {
-		case 502:
-			failed++
-		case 200:
-			ok++
-		default:
-			t.Fatalf("%s: %d", method, resp.StatusCode)
-		}
-	}
-	if failed != accepted.get() || ok != other.hits.get() || failed == 0 || ok == 0 {
-		t.Errorf("502s %d, hang-up instance reached %d times; 200s %d, other instance reached %d times: "+
-			"a request that reached the hang-up instance must fail there and reach nothing else", failed, accepted.get(), ok, other.hits.get())
-	}
+	return h
 }
 
 // registerAddr registers an address with a passing TTL check.
@@ -220,12 +268,12 @@ func registerAddr(t *testing.T, c *api.Client, formation, service, name, addr st
 	fmt.Sscan(port, &p)
 	id := formation + "-" + service + "-" + name
 	err := c.Agent().ServiceRegister(&api.AgentServiceRegistration{
-		ID: id, Name: formation + "-" + service, Address: host, Port: p, Tags: []string{TagInstance},
+		ID: id, Name: formation + "-" + service, Address: host, Port: p, Tags: []string{TagInstance, names.InstallationTag(names.DefaultInstallation)},
 		Meta:  map[string]string{MetaFormation: formation, MetaService: service},
 		Check: &api.AgentServiceCheck{CheckID: "check-" + id, TTL: "10m", Status: api.HealthPassing},
 	})
 	if err != nil {
-		t.Fatal(err)
+		t.Error(err) // Error, not Fatal: it may run on a goroutine of its own
 	}
 }
 
@@ -315,4 +363,38 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// When every instance of a route refuses the connection (the router's table lags behind a
+// drain), the request waits up to RefusedWait for a newer table and tries the instances it
+// lists; with none, it answers 502 after that wait.
+func TestRefusedEverywhereWaitsForANewerTable(t *testing.T) {
+	c := testenv.NewConsul(t)
+	e := newEnv(t, c.Client, nil)
+	gone := newBackend(t, "gone", nil)
+	gone.register(t, c.Client, "lag", "web", regOpts{ttl: true})
+	e.waitBackends("lag.localhost", 1)
+	gone.srv.Close()
+
+	start := time.Now()
+	if code, _ := e.get("lag.localhost", "/"); code != 502 {
+		t.Fatalf("the only instance refuses and nothing replaces it: %d, want 502", code)
+	}
+	if waited := time.Since(start); waited < RefusedWait {
+		t.Errorf("answered 502 after %s, before waiting RefusedWait (%s) for a newer table", waited, RefusedWait)
+	}
+
+	// The replacement is registered while the request waits.
+	fresh := newBackend(t, "fresh", nil)
+	registered := make(chan struct{})
+	go func() {
+		defer close(registered)
+		time.Sleep(200 * time.Millisecond)
+		registerAddr(t, c.Client, "lag", "web", "fresh", fresh.srv.Listener.Addr().String())
+	}()
+	code, body := e.get("lag.localhost", "/")
+	<-registered
+	if code != 200 || body != "fresh\n" {
+		t.Errorf("a replacement listed while the request waited: %d %q, want 200 from it", code, body)
+	}
 }

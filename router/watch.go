@@ -2,9 +2,7 @@ package router
 
 import (
 	"context"
-	"errors"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"strconv"
 	"sync"
@@ -13,6 +11,8 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/gilliam-sync/gilliam-sync/internal/follow"
+	"github.com/gilliam-sync/gilliam-sync/internal/names"
 	"github.com/gilliam-sync/gilliam-sync/state"
 )
 
@@ -25,95 +25,6 @@ const (
 	MetaFormation = "formation"
 	MetaService   = "service"
 )
-
-// errStale is the cause of a blocking query cancelled because it ran past its wait by more
-// than the stale margin: Consul (or a proxy, or the network) stopped answering.
-var errStale = errors.New("blocking query ran past its wait: watch stale")
-
-// follower runs one blocking query in a loop with the discipline of hostd/watch.go and
-// consul-template: the index of each answer goes into the next query; an index that goes
-// backwards starts over from 0; an answer with the same index is dropped; calls are at
-// least minDelay apart; errors back off with jitter and start again from index 0. Each call
-// gets a deadline of its wait plus staleAfter: a call that runs past it is a stale watch,
-// counted and logged, and the loop starts over with a new call.
-type follower struct {
-	name       string
-	wait       time.Duration
-	staleAfter time.Duration
-	minDelay   time.Duration
-	log        *slog.Logger
-	stats      *Stats
-	// fetch makes one call; it returns the index of the answer. It keeps what it read.
-	fetch func(ctx context.Context, index uint64, wait time.Duration) (uint64, error)
-	// changed is called after fetch returned a new index.
-	changed func()
-}
-
-func (f *follower) run(ctx context.Context) {
-	var (
-		index    uint64
-		failures int
-		first    = true
-	)
-	for ctx.Err() == nil {
-		start := time.Now()
-		callCtx, cancel := context.WithTimeoutCause(ctx, f.wait+f.wait/16+f.staleAfter, errStale)
-		next, err := f.fetch(callCtx, index, f.wait)
-		stale := errors.Is(context.Cause(callCtx), errStale)
-		cancel()
-		if ctx.Err() != nil {
-			return
-		}
-		if err != nil {
-			index = 0
-			failures++
-			if stale {
-				f.stats.StaleRestarts.Add(1)
-				f.log.Warn("watch stale: restarting it", "watch", f.name, "waited", time.Since(start).Round(time.Millisecond))
-			} else {
-				f.stats.WatchErrors.Add(1)
-				if failures == 1 {
-					f.log.Warn("watch failing; routes kept as they were", "watch", f.name, "err", err)
-				}
-			}
-			if !stale {
-				sleep(ctx, backoff(failures))
-			}
-			continue
-		}
-		f.stats.contact(time.Now())
-		if failures > 0 {
-			f.log.Info("watch recovered", "watch", f.name, "after", failures)
-			failures = 0
-		}
-		if !first {
-			if rest := f.minDelay - time.Since(start); rest > 0 {
-				sleep(ctx, rest)
-			}
-		}
-		first = false
-		var changed bool
-		if index, changed = state.NextIndex(index, next); changed {
-			f.changed()
-		}
-	}
-}
-
-// backoff is 100ms doubling to 5s, plus up to a quarter of jitter.
-func backoff(failures int) time.Duration {
-	d := 100 * time.Millisecond << min(failures-1, 6)
-	d = min(d, 5*time.Second)
-	return d + time.Duration(rand.Int64N(int64(d/4)+1))
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
-}
 
 // Stats are the router's counters, read by Router.Stats and the metrics page.
 type Stats struct {
@@ -164,15 +75,20 @@ func (w *watcher) run(ctx context.Context) {
 	w.instances = map[string][]Instance{}
 	w.running = map[string]context.CancelFunc{}
 	w.wg.Add(2)
-	go func() { defer w.wg.Done(); w.follower("routes", w.fetchRoutes).run(ctx) }()
-	go func() { defer w.wg.Done(); w.follower("catalog", w.fetchCatalog(ctx)).run(ctx) }()
+	go func() { defer w.wg.Done(); w.follower("routes", w.fetchRoutes).Run(ctx) }()
+	go func() { defer w.wg.Done(); w.follower("catalog", w.fetchCatalog(ctx)).Run(ctx) }()
 	<-ctx.Done()
 	w.wg.Wait()
 }
 
-func (w *watcher) follower(name string, fetch func(context.Context, uint64, time.Duration) (uint64, error)) *follower {
-	return &follower{name: name, wait: w.wait, staleAfter: w.staleAfter, minDelay: w.minDelay,
-		log: w.log, stats: w.stats, fetch: fetch, changed: w.changed}
+// follower is a blocking query of the router's, its calls counted in Stats.
+func (w *watcher) follower(name string, fetch func(context.Context, uint64, time.Duration) (uint64, error)) *follow.Follower {
+	return &follow.Follower{Name: name, Wait: w.wait, StaleAfter: w.staleAfter, MinDelay: w.minDelay,
+		Log: w.log, Fetch: fetch, Changed: w.changed,
+		OnStale:   func() { w.stats.StaleRestarts.Add(1) },
+		OnError:   func() { w.stats.WatchErrors.Add(1) },
+		OnContact: w.stats.contact,
+	}
 }
 
 // changed builds a table from what the watches hold now. Builds are one at a time, each
@@ -220,7 +136,7 @@ func (w *watcher) fetchCatalog(parent context.Context) func(context.Context, uin
 			sctx, cancel := context.WithCancel(parent)
 			w.running[name] = cancel
 			w.wg.Add(1)
-			go func() { defer w.wg.Done(); w.follower("health "+name, w.fetchHealth(name)).run(sctx) }()
+			go func() { defer w.wg.Done(); w.follower("health "+name, w.fetchHealth(name)).Run(sctx) }()
 		}
 		for name, cancel := range w.running {
 			if _, ok := services[name]; !ok {
@@ -247,6 +163,9 @@ func (w *watcher) fetchHealth(name string) func(context.Context, uint64, time.Du
 		instances := make([]Instance, 0, len(entries))
 		for _, e := range entries {
 			s := e.Service
+			if names.InstallationOfTags(s.Tags) != w.store.Installation() {
+				continue // another installation on the same Consul may run a formation of this name
+			}
 			addr := s.Address
 			if addr == "" {
 				addr = e.Node.Address

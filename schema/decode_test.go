@@ -60,7 +60,7 @@ func TestValueErrors(t *testing.T) {
 		{"unknown top-level field", "servics: {}\n",
 			[]string{"1:1: missing required field `services`", "1:1: servics: unknown field, did you mean `services`?"}},
 		{"x- keys only at the top level", "x-ok: 1\nservices:\n  web:\n    path: .\n    x-no: 1\n",
-			[]string{"5:5: services.web.x-no: unknown field (known fields: type, path, image, process, command, ports, env, scale, check, resources, constraints, internal, read_only, web, depends_on, rollout, restart)"}},
+			[]string{"5:5: services.web.x-no: unknown field (known fields: type, path, image, process, command, ports, env, scale, check, resources, constraints, internal, read_only, web, depends_on, rollout, restart, volumes, release)"}},
 		{"domains", "domains: [shop.example.com, Shop.example.com, localhost, shop.example.com]\nservices:\n  web:\n    path: .\n",
 			[]string{
 				"1:29: domains[1]: `Shop.example.com` is not a host name: lowercase labels of letters, digits and -, joined by dots, such as shop.example.com",

@@ -110,6 +110,7 @@ func TestDefaultsInSchemaMatchConstants(t *testing.T) {
 		"services.<name>.rollout.deadline":     formatDuration(DefaultDeadline),
 		"services.<name>.restart.min_backoff":  formatDuration(DefaultMinBackoff),
 		"services.<name>.restart.max_backoff":  formatDuration(DefaultMaxBackoff),
+		"services.<name>.release.timeout":      formatDuration(DefaultReleaseTimeout),
 		"previews.ttl":                         formatDuration(DefaultPreviewTTL),
 		"previews.enabled":                     false,
 		"services.<name>.internal":             false,

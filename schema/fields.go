@@ -69,6 +69,14 @@ var serviceFields = []field[Service]{
 		"How a new release replaces the running one: new instances first, an old one stops once its replacement is healthy."),
 	object("restart", func(s *Service) *Restart { return &s.Restart }, restartFields,
 		"The backoff between restarts of a crashing instance: it doubles from min_backoff up to max_backoff."),
+	{key: "volumes",
+		doc:    "Folders kept across releases and restarts: a named volume per instance on its host, which holds the instance there. Paths (/data) or mappings ({path: /data, size: 1Gi}).",
+		schema: listSchema(anyOf(stringSchema(volumePathPattern), objectSchema(volumeFields)), 0),
+		decode: func(d *decoder, n *yaml.Node, p path, s *Service) { s.Volumes = d.volumes(n, p) }},
+	{key: "release",
+		doc:    "A command run once per release, in a one-off container of the new release, before its roll-out starts; if it fails the roll-out does not start.",
+		schema: objectSchema(releasePhaseFields),
+		decode: func(d *decoder, n *yaml.Node, p path, s *Service) { s.Release = d.releasePhase(n, p) }},
 }
 
 var portFields = []field[Port]{

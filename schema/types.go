@@ -44,6 +44,10 @@ type Service struct {
 	DependsOn   []string     // services rolled out, and healthy, before this one
 	Rollout     Rollout
 	Restart     Restart
+	// Volumes are folders kept per instance slot on its host (stateful.go).
+	Volumes []Volume
+	// Release is the command run once per release before its roll-out; nil for none.
+	Release *ReleasePhase
 }
 
 // Service types.

@@ -59,6 +59,7 @@ func validateService(s *Service, names []string, isService map[string]bool, r *r
 	}
 	validatePorts(s, sp, r)
 	validateCheck(s, sp, r)
+	validateVolumes(s, sp, r)
 
 	deps := sp.key("depends_on")
 	listed := make(map[string]bool, len(s.DependsOn))

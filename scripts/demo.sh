@@ -29,6 +29,11 @@ cleanup() {
 		echo "demo: removing containers: $(echo $ids)"
 		docker rm -f $ids >/dev/null
 	fi
+	nets=$(docker network ls -q --filter "label=io.gilliam.host=$host")
+	if [ -n "$nets" ]; then
+		echo "demo: removing networks: $(docker network inspect -f '{{.Name}}' $nets | tr '\n' ' ')"
+		docker network rm $nets >/dev/null
+	fi
 	if [ -z "$started_consul" ]; then
 		# Not our agent: take our registrations out of it (ours carry meta host=demo).
 		for id in $(curl -fsS "http://127.0.0.1:8500/v1/agent/services?filter=Meta.host==\"$host\"" 2>/dev/null | grep -o '"ID": *"[^"]*"' | sed 's/.*"\([^"]*\)"$/\1/'); do

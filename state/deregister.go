@@ -25,7 +25,7 @@ func (s *Store) DeregisterHost(ctx context.Context, host string) (int, error) {
 	}
 	nodes := map[string]bool{}
 	for _, e := range entries {
-		if e.ServiceMeta["host"] == host {
+		if e.ServiceMeta["host"] == host && s.ours(e.ServiceMeta) {
 			nodes[e.Node] = true
 		}
 	}
@@ -39,7 +39,7 @@ func (s *Store) DeregisterHost(ctx context.Context, host string) (int, error) {
 			continue
 		}
 		for _, svc := range services.Services {
-			if svc.Meta["host"] != host {
+			if svc.Meta["host"] != host || !s.ours(svc.Meta) {
 				continue
 			}
 			_, err := s.client.Catalog().Deregister(&api.CatalogDeregistration{Node: node, ServiceID: svc.ID},

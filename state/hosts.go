@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/gilliam-sync/gilliam-sync/internal/names"
 )
 
 // Host is a machine that runs instances, as its host daemon registered it.
@@ -31,22 +33,41 @@ const labelMetaPrefix = "label-"
 // HostRegistration is the Consul registration of a host daemon's liveness service: meta
 // carries its capacity and labels, the TTL check must be renewed every ttl, and a host gone
 // for longer than deregisterAfter leaves the catalog.
+// It is the registration of the default installation (gilliam/); Store.HostRegistration
+// gives that of the store's.
 func HostRegistration(h Host, ttl, deregisterAfter time.Duration) *api.AgentServiceRegistration {
+	return hostRegistration(names.DefaultInstallation, h, ttl, deregisterAfter)
+}
+
+// HostRegistration is the registration of a host of the store's installation.
+func (s *Store) HostRegistration(h Host, ttl, deregisterAfter time.Duration) *api.AgentServiceRegistration {
+	return hostRegistration(s.Installation(), h, ttl, deregisterAfter)
+}
+
+// HostCheckID is the ID of a host's TTL check in the store's installation.
+func (s *Store) HostCheckID(host string) string { return names.HostCheckIDIn(s.Installation(), host) }
+
+// Installation names the store's installation (see names.Installation).
+func (s *Store) Installation() string { return names.Installation(s.prefix) }
+
+func hostRegistration(installation string, h Host, ttl, deregisterAfter time.Duration) *api.AgentServiceRegistration {
 	meta := map[string]string{
-		"host":   h.ID,
-		"cpu":    strconv.FormatInt(h.Capacity.CPU, 10),
-		"memory": strconv.FormatInt(h.Capacity.Memory, 10),
+		"host":                 h.ID,
+		"cpu":                  strconv.FormatInt(h.Capacity.CPU, 10),
+		"memory":               strconv.FormatInt(h.Capacity.Memory, 10),
+		names.MetaInstallation: installation,
 	}
 	for k, v := range h.Labels {
 		meta[labelMetaPrefix+k] = v
 	}
 	return &api.AgentServiceRegistration{
-		ID:      HostServiceID(h.ID),
+		ID:      names.HostServiceIDIn(installation, h.ID),
 		Name:    HostService,
+		Tags:    []string{names.InstallationTag(installation)},
 		Address: h.Address,
 		Meta:    meta,
 		Check: &api.AgentServiceCheck{
-			CheckID:                        HostCheckID(h.ID),
+			CheckID:                        names.HostCheckIDIn(installation, h.ID),
 			Name:                           "host daemon " + h.ID + " alive",
 			TTL:                            ttl.String(),
 			DeregisterCriticalServiceAfter: deregisterAfter.String(),
@@ -71,8 +92,8 @@ func (s *Store) WatchHosts(ctx context.Context, index uint64, wait time.Duration
 	hosts := make([]Host, 0, len(entries))
 	for _, e := range entries {
 		h := Host{ID: e.Service.Meta["host"], Address: e.Service.Address, Labels: map[string]string{}, Node: e.Node.Node}
-		if h.ID == "" {
-			continue
+		if h.ID == "" || !s.ours(e.Service.Meta) {
+			continue // another installation's host
 		}
 		h.Capacity.CPU, _ = strconv.ParseInt(e.Service.Meta["cpu"], 10, 64)
 		h.Capacity.Memory, _ = strconv.ParseInt(e.Service.Meta["memory"], 10, 64)
@@ -121,8 +142,8 @@ func (s *Store) InstanceHealth(ctx context.Context, index uint64, wait time.Dura
 	out := map[string]InstanceCheck{}
 	for _, c := range checks {
 		instance, host, ok := ParseRegistrationID(c.ServiceID)
-		if !ok {
-			continue
+		if !ok || names.InstallationOfTags(c.ServiceTags) != s.Installation() {
+			continue // not an instance, or another installation's
 		}
 		ic, seen := out[c.ServiceID]
 		if !seen {
@@ -159,4 +180,10 @@ func (s *Store) WaitLeftCatalog(ctx context.Context, service, id string, limit t
 		}
 		index, _ = NextIndex(index, meta.LastIndex)
 	}
+}
+
+// ours says whether a registration's meta names the store's installation. One that names
+// none was made before installations were named: the default installation's.
+func (s *Store) ours(meta map[string]string) bool {
+	return names.InstallationOf(meta[names.MetaInstallation]) == s.Installation()
 }

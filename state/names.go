@@ -15,6 +15,10 @@ var (
 	InstanceID          = names.InstanceID
 	ServiceNameConflict = names.ServiceNameConflict
 	ReservedFormations  = names.ReservedFormations
+	VolumeName          = names.Volume
+	Slot                = names.Slot
+	InstanceSlot        = names.InstanceSlot
+	ReleaseTaskID       = names.ReleaseTaskID
 )
 
 // HostService is the Consul service every host daemon registers for itself.

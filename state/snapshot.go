@@ -24,6 +24,7 @@ type Snapshot struct {
 	Status      map[string]*FormationStatus    // formation ->
 	Config      map[string]map[string]string   // formation -> config vars
 	History     map[string][]Event             // formation -> events, oldest first
+	Timeline    map[string][]Timeline          // formation -> releases' deploy timelines, oldest first
 	Releases    map[string]map[string]*Release // formation -> release ID ->
 	Assignments map[string]*Assignment         // host ->
 	HostStatus  map[string]*HostStatus         // host ->
@@ -31,6 +32,14 @@ type Snapshot struct {
 	Claims      map[string]*Claim
 	Routes      map[string]*Routes // formation ->
 	Placement   *PlacementReport
+	Volumes     map[string]*FormationVolumes // formation ->
+
+	// Sealed config vars (see secrets.go): values here are ciphertext; Config's values too.
+	RootKey      *RootKey
+	ReleaseIDKey string                           // sealed to the root key
+	Secrets      map[string]map[string]string     // formation -> release -> sealed config vars
+	HostKeys     map[string]*HostKey              // host ->
+	Sealed       map[string]map[string]*SealedEnv // host -> release ->
 
 	// Problems are keys whose value could not be decoded: they are left out, and said.
 	Problems []string
@@ -95,10 +104,11 @@ func (s *Store) decode(pairs api.KVPairs, index uint64) *Snapshot {
 	snap := &Snapshot{
 		Index: index, store: s, indexes: map[string]uint64{},
 		Desired: map[string]*Desired{}, Status: map[string]*FormationStatus{},
-		Config: map[string]map[string]string{}, History: map[string][]Event{},
+		Config: map[string]map[string]string{}, History: map[string][]Event{}, Timeline: map[string][]Timeline{},
 		Releases: map[string]map[string]*Release{}, Assignments: map[string]*Assignment{},
 		HostStatus: map[string]*HostStatus{}, Observed: map[string]*Observed{}, Claims: map[string]*Claim{}, Routes: map[string]*Routes{},
-		Placement: &PlacementReport{},
+		Placement: &PlacementReport{}, Volumes: map[string]*FormationVolumes{},
+		Secrets: map[string]map[string]string{}, HostKeys: map[string]*HostKey{}, Sealed: map[string]map[string]*SealedEnv{},
 	}
 	for _, p := range pairs {
 		if err := snap.add(strings.TrimPrefix(p.Key, s.prefix), p.Value); err != nil {
@@ -114,6 +124,9 @@ func (s *Store) decode(pairs api.KVPairs, index uint64) *Snapshot {
 func (snap *Snapshot) add(key string, value []byte) error {
 	parts := strings.Split(key, "/")
 	into := func(v any) error { return json.Unmarshal(value, v) }
+	if handled, err := snap.addSecret(parts, value, into); handled {
+		return err
+	}
 	switch {
 	case len(parts) == 3 && parts[0] == "formations":
 		f := parts[1]
@@ -145,6 +158,12 @@ func (snap *Snapshot) add(key string, value []byte) error {
 				return err
 			}
 			snap.History[f] = h
+		case "timeline":
+			var tl []Timeline
+			if err := into(&tl); err != nil {
+				return err
+			}
+			snap.Timeline[f] = tl
 		}
 	case len(parts) == 3 && parts[0] == "releases":
 		var r Release
@@ -188,6 +207,15 @@ func (snap *Snapshot) add(key string, value []byte) error {
 			return err
 		}
 		snap.Claims[parts[1]] = &c
+	case len(parts) == 2 && parts[0] == "volumes":
+		v := FormationVolumes{Formation: parts[1]}
+		if err := into(&v); err != nil {
+			return err
+		}
+		if v.Slots == nil {
+			v.Slots = map[string]VolumeSlot{}
+		}
+		snap.Volumes[parts[1]] = &v
 	case key == "placement":
 		return into(snap.Placement)
 	}
@@ -274,9 +302,9 @@ func (b *Batch) DeleteRelease(formation, id string) {
 	b.ops = append(b.ops, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVDelete, Key: b.store.releaseKey(formation, id)}})
 }
 
-// DeleteFormation removes a formation's documents and releases.
+// DeleteFormation removes a formation's documents, releases and their sealed config vars.
 func (b *Batch) DeleteFormation(formation string) {
-	for _, prefix := range []string{b.store.formationsKey() + formation + "/", b.store.releasesKey(formation)} {
+	for _, prefix := range []string{b.store.formationsKey() + formation + "/", b.store.releasesKey(formation), b.store.secretsKey(formation)} {
 		b.ops = append(b.ops, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVDeleteTree, Key: prefix}})
 	}
 	b.ops = append(b.ops, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVDelete, Key: b.store.routeKey(formation)}})
@@ -336,6 +364,7 @@ func (s *Snapshot) Clone() *Snapshot {
 	c.Status = maps.Clone(s.Status)
 	c.Config = maps.Clone(s.Config)
 	c.History = maps.Clone(s.History)
+	c.Timeline = maps.Clone(s.Timeline)
 	c.Releases = map[string]map[string]*Release{}
 	for f, rs := range s.Releases {
 		c.Releases[f] = maps.Clone(rs)
@@ -345,6 +374,15 @@ func (s *Snapshot) Clone() *Snapshot {
 	c.Observed = maps.Clone(s.Observed)
 	c.Claims = maps.Clone(s.Claims)
 	c.Routes = maps.Clone(s.Routes)
+	c.Secrets = map[string]map[string]string{}
+	for f, rs := range s.Secrets {
+		c.Secrets[f] = maps.Clone(rs)
+	}
+	c.HostKeys = maps.Clone(s.HostKeys)
+	c.Sealed = map[string]map[string]*SealedEnv{}
+	for h, es := range s.Sealed {
+		c.Sealed[h] = maps.Clone(es)
+	}
 	c.indexes = maps.Clone(s.indexes)
 	return &c
 }

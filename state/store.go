@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/gilliam-sync/gilliam-sync/internal/names"
 )
 
 // DefaultPrefix is where everything lives in Consul KV unless configured otherwise.
@@ -521,15 +523,29 @@ const SyncDaemonService = "gilliam-sync"
 
 // RegisterSyncDaemon registers a sync daemon's liveness (a TTL check of ttl) on the local
 // agent, passing; keep it passing with PassSyncDaemon. It returns the check's ID.
-func (s *Store) RegisterSyncDaemon(id string, ttl time.Duration) (string, error) {
-	checkID := SyncDaemonService + "-alive-" + id
-	reg := &api.AgentServiceRegistration{ID: SyncDaemonService + "-" + id, Name: SyncDaemonService, Meta: map[string]string{"daemon": id},
+//
+// logs, when set, is the URL where the daemon serves its build logs (meta "logs").
+func (s *Store) RegisterSyncDaemon(id string, ttl time.Duration, logs string) (string, error) {
+	inst := s.Installation()
+	checkID := s.syncDaemonID(id) + "-alive"
+	meta := map[string]string{"daemon": id, names.MetaInstallation: inst}
+	if logs != "" {
+		meta["logs"] = logs
+	}
+	reg := &api.AgentServiceRegistration{ID: s.syncDaemonID(id), Name: SyncDaemonService,
+		Tags: []string{names.InstallationTag(inst)}, Meta: meta,
 		Check: &api.AgentServiceCheck{CheckID: checkID, Name: "sync daemon " + id + " alive", TTL: ttl.String(),
 			Status: api.HealthPassing, DeregisterCriticalServiceAfter: "1m"}}
 	if err := s.client.Agent().ServiceRegister(reg); err != nil {
 		return "", fmt.Errorf("register sync daemon %s: %w", id, err)
 	}
 	return checkID, nil
+}
+
+// syncDaemonID is a sync daemon's registration ID: qualified by the installation, so that
+// daemons of two installations with one name never share one.
+func (s *Store) syncDaemonID(id string) string {
+	return SyncDaemonService + "-" + s.Installation() + "-" + id
 }
 
 // PassSyncDaemon keeps a sync daemon's liveness check passing.
@@ -539,5 +555,5 @@ func (s *Store) PassSyncDaemon(checkID string) error {
 
 // DeregisterSyncDaemon removes a sync daemon's liveness registration (a clean stop).
 func (s *Store) DeregisterSyncDaemon(id string) error {
-	return s.client.Agent().ServiceDeregister(SyncDaemonService + "-" + id)
+	return s.client.Agent().ServiceDeregister(s.syncDaemonID(id))
 }

@@ -16,11 +16,18 @@ import (
 // build. The commit is not part of the ID: a commit that does not change a service keeps
 // its running release, and Commit records the commit the release first came from.
 type Release struct {
-	ID        string            `json:"id"`
-	Formation string            `json:"formation"`
-	Service   string            `json:"service"`
-	Image     string            `json:"image"` // repository@sha256:...
-	Env       map[string]string `json:"env,omitempty"`
+	ID        string `json:"id"`
+	Formation string `json:"formation"`
+	Service   string `json:"service"`
+	Image     string `json:"image"` // repository@sha256:...
+	// Env is the file's env: never a config var (those are secrets, and sealed).
+	Env map[string]string `json:"env,omitempty"`
+	// Config names the formation's config vars the release runs with; their values are in
+	// Consul only sealed (secrets/ to the root key, hosts/<h>/sealed/ to each host that runs
+	// the release). ConfigDigest is their keyed hash (seal.Digest): it makes a change of a
+	// value a new release, and tells nothing of the values to whoever reads the ID.
+	Config       []string `json:"config,omitempty"`
+	ConfigDigest string   `json:"config_digest,omitempty"`
 	// Entrypoint and Command replace the image's when set.
 	Entrypoint []string  `json:"entrypoint,omitempty"`
 	Command    []string  `json:"command,omitempty"`
@@ -31,6 +38,13 @@ type Release struct {
 	Internal   bool      `json:"internal,omitempty"`
 	// ReadOnly makes the container's root filesystem read-only (a tmpfs on /tmp).
 	ReadOnly bool `json:"read_only,omitempty"`
+	// Siblings are the other services of the formation an instance reaches by name, at
+	// the host's proxy (docs/networking.md), sorted by service.
+	Siblings []Sibling `json:"siblings,omitempty"`
+	// Volumes are the paths kept per instance slot on its host (stateful.go).
+	Volumes []Volume `json:"volumes,omitempty"`
+	// Phase is the release phase: a command run once, before the release rolls out.
+	Phase *Phase `json:"phase,omitempty"`
 
 	// Provenance, not part of the ID.
 	Commit  string    `json:"commit"`
@@ -43,6 +57,25 @@ type Port struct {
 	Port int    `json:"port"`
 	Name string `json:"name,omitempty"`
 }
+
+// A Sibling is another service of a release's formation, as its instances reach it: the
+// name Service, on each of its ports. Listen is the port the name answers on inside the
+// formation: the service's own port, unless a service of the formation earlier by name
+// took it (then one from SiblingPortBase up).
+type Sibling struct {
+	Service string        `json:"service"`
+	Ports   []SiblingPort `json:"ports"`
+}
+
+// SiblingPort is one port of a sibling: Port in its containers, Listen on its name.
+type SiblingPort struct {
+	Port   int `json:"port"`
+	Listen int `json:"listen"`
+}
+
+// SiblingPortBase is where the name ports of services whose own port another sibling took
+// start from.
+const SiblingPortBase = 20000
 
 // Check is an instance's health check, run by the Consul agent of its host.
 type Check struct {
@@ -81,6 +114,14 @@ type releaseContent struct {
 	Internal   bool              `json:"internal"`
 	// ReadOnly is left out when false, so releases made before it existed keep their IDs.
 	ReadOnly bool `json:"read_only,omitempty"`
+	// Likewise the config vars' names and keyed digest.
+	Config       []string `json:"config,omitempty"`
+	ConfigDigest string   `json:"config_digest,omitempty"`
+	// Siblings likewise when empty (a formation of one service).
+	Siblings []Sibling `json:"siblings,omitempty"`
+	// Volumes and Phase too, for the same reason.
+	Volumes []Volume `json:"volumes,omitempty"`
+	Phase   *Phase   `json:"phase,omitempty"`
 }
 
 // ComputeID returns the content hash a release's ID must be: 20 hex digits of SHA-256, short
@@ -90,6 +131,8 @@ func (r *Release) ComputeID() string {
 		Formation: r.Formation, Service: r.Service, Image: r.Image, Env: r.Env,
 		Entrypoint: r.Entrypoint, Command: r.Command, Ports: r.Ports, Check: r.Check,
 		Resources: r.Resources, Restart: r.Restart, Internal: r.Internal, ReadOnly: r.ReadOnly,
+		Config: r.Config, ConfigDigest: r.ConfigDigest,
+		Siblings: r.Siblings, Volumes: r.Volumes, Phase: r.Phase,
 	})
 	if err != nil {
 		panic(fmt.Sprintf("state: marshal release content: %v", err)) // plain data: cannot fail
@@ -149,6 +192,12 @@ type DesiredService struct {
 	// by `gilliam-sync scale` and holds until FileScale changes.
 	FileScale     int  `json:"file_scale"`
 	ScaleOverride *int `json:"scale_override,omitempty"`
+	// Exclusive says the service's instances hold volumes: a roll-out replaces them (the
+	// old instances stop, then the new ones start on the same hosts) rather than overlap.
+	Exclusive bool `json:"exclusive,omitempty"`
+	// ReleasePhase is the release phase of Latest, when Latest has one: its roll-out
+	// waits for it to succeed (stateful.go).
+	ReleasePhase *PhaseRun `json:"release_phase,omitempty"`
 }
 
 // Strategy says how a new release replaces the running one.
@@ -189,7 +238,8 @@ func (ds *DesiredService) Scale() int {
 }
 
 // Target is the release the service should settle on: the pinned one, else the latest
-// unless its roll-out failed, else what runs.
+// unless its roll-out failed, else what runs; none when nothing runs and the only
+// release failed.
 func (ds *DesiredService) Target() string {
 	switch {
 	case ds.Pin != nil:
@@ -197,10 +247,16 @@ func (ds *DesiredService) Target() string {
 	case ds.Latest != "" && ds.Latest != ds.Failed:
 		return ds.Latest
 	case len(ds.Deployments) > 0:
+		if ds.Rollout != nil && ds.Rollout.To != ds.Latest && ds.Rollout.To != ds.Failed {
+			return ds.Rollout.To // the latest failed before it rolled out (its release phase): what rolls out goes on
+		}
 		if ds.Rollout != nil && ds.Rollout.From != "" {
 			return ds.Rollout.From
 		}
 		return ds.Deployments[0].Release
+	}
+	if ds.Latest == ds.Failed {
+		return "" // the first release failed (its release phase): nothing is to run
 	}
 	return ds.Latest
 }
@@ -255,7 +311,12 @@ func (d *Desired) Instances() []Instance {
 type Assignment struct {
 	Host      string     `json:"host"`
 	Instances []Instance `json:"instances"`
-	Updated   time.Time  `json:"updated"`
+	// Tasks are one-off containers the host runs to their end (release phases).
+	Tasks []Task `json:"tasks,omitempty"`
+	// RemoveVolumes are volumes the host removes (`gilliam-sync volumes rm`): the only
+	// way an instance's volume ever goes.
+	RemoveVolumes []string  `json:"remove_volumes,omitempty"`
+	Updated       time.Time `json:"updated"`
 }
 
 // FormationStatus is what the control plane last did with a formation, for people:
@@ -354,8 +415,11 @@ type Event struct {
 
 // HostStatus is what a host daemon reports about its instances.
 type HostStatus struct {
-	Host      string           `json:"host"`
-	Address   string           `json:"address"`
+	Host    string `json:"host"`
+	Address string `json:"address"`
+	// Logs is the URL where the host daemon serves its instances' logs (`gilliam-sync
+	// logs`); empty when it serves none.
+	Logs      string           `json:"logs,omitempty"`
 	Instances []InstanceStatus `json:"instances"`
 	// Strays are containers with this host's labels that no assignment names (short
 	// container IDs): they are removed once they have been strays for the grace period.
@@ -363,6 +427,10 @@ type HostStatus struct {
 	// ImagesRemoved are the last images the host removed (its own pulls that no assignment
 	// named for its image GC grace), newest last.
 	ImagesRemoved []RemovedImage `json:"images_removed,omitempty"`
+	// Tasks are the one-off tasks of the assignment, as they run or ended.
+	Tasks []TaskStatus `json:"tasks,omitempty"`
+	// Volumes are the instance volumes on the host, with what they use.
+	Volumes []VolumeStatus `json:"volumes,omitempty"`
 	// Started is when the host daemon started, so a restart shows.
 	Started time.Time `json:"started,omitzero"`
 	// Updated is when this report was written; a host daemon rewrites it at least every

@@ -50,11 +50,12 @@ func TestSyncWithLeastPrivilegeToken(t *testing.T) {
 	if err := consul.Client.Agent().PassTTL(state.HostCheckID("h1"), ""); err != nil {
 		t.Fatal(err)
 	}
+	trustHost(t, state.NewStore(consul.Client, ""), "h1")
 	ref := randomImage(t, reg)
 	repo.Commit(map[string]string{"gilliam.yml": fmt.Sprintf("formation: acl\nservices:\n  web:\n    image: %s\n    scale: 2\n", ref)}, "init")
 
 	store := state.NewStore(limited, "")
-	s, err := sync.New(sync.Config{Repos: []gitwatch.RepoConfig{{URL: repo.URL}}, DataDir: t.TempDir(), Interval: 200 * time.Millisecond, LockTTL: 10 * time.Second, LockDelay: time.Millisecond}, store, nil)
+	s, err := sync.New(sync.Config{Key: rootKey, Repos: []gitwatch.RepoConfig{{URL: repo.URL}}, DataDir: t.TempDir(), Interval: 200 * time.Millisecond, LockTTL: 10 * time.Second, LockDelay: time.Millisecond}, store, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -42,6 +42,10 @@ type Deploy struct {
 	Desired  *state.Desired
 	Index    uint64 // check-and-set on the desired state
 	Releases []*state.Release
+	// Secrets are the config vars of the releases that have some and whose sealed copy
+	// is not written yet (release ID -> vars): the executor seals them to the root key.
+	// They are never printed.
+	Secrets  map[string]map[string]string
 	Status   *state.FormationStatus
 	Observed *state.Observed
 	Cause    string
@@ -50,6 +54,10 @@ type Deploy struct {
 	// Claim is the formation's claim for this source, written (check-and-set on its
 	// absence) when the name had none.
 	Claim *state.Claim
+	// Timeline is the formation's deploy timeline with the entries this deploy opens
+	// (Opened); nil when it opens none.
+	Timeline []state.Timeline
+	Opened   []state.Timeline
 }
 
 func (a Deploy) String() string {
@@ -96,9 +104,23 @@ type Advance struct {
 	History      []state.Event
 	HistoryIndex uint64
 	Events       []state.Event
+	// Timeline is the formation's deploy timeline when it changed (nil: unchanged);
+	// TimelineOnly says nothing else changed: only it is written.
+	Timeline     []state.Timeline
+	TimelineOnly bool
+	// Served are the timeline entries done in this step, Rollouts the roll-outs that
+	// ended: the executor records them as metrics once written.
+	Served   []state.Timeline
+	Rollouts []RolloutEnd
+	// Status says why a release phase failed (nil: unchanged), for status and the
+	// commit status.
+	Status *state.FormationStatus
 }
 
 func (a Advance) String() string {
+	if a.TimelineOnly {
+		return fmt.Sprintf("%s: deploy timeline", a.Desired.Formation)
+	}
 	var what []string
 	for _, e := range a.Events {
 		what = append(what, e.Service+": "+e.What)
@@ -147,6 +169,13 @@ type Place struct {
 	Start, Stop []state.Instance
 	Hosts       map[string]string // instance ID -> the host it starts on
 	StopHosts   map[string]string // instance ID -> the host it stops on
+	// Seals are the config vars the new assignments need sealed to their hosts, written
+	// in the same transaction: a host never sees an instance without them.
+	Seals []SealFor
+	// Volumes are the volume records of formations whose slots are placed for the first
+	// time (volumes.go), written with the assignments, check-and-set on VolumesIndexes.
+	Volumes        map[string]*state.FormationVolumes
+	VolumesIndexes map[string]uint64
 }
 
 func (a Place) String() string {

@@ -26,18 +26,16 @@ func TestFormationBelongsToOneRepository(t *testing.T) {
 	owner, stranger := git.NewRepo(t, "owner"), git.NewRepo(t, "stranger")
 	owner.Commit(map[string]string{"gilliam.yml": fmt.Sprintf("formation: shop\nservices:\n  web:\n    image: %s\n    scale: 0\n    env: {FROM: owner}\n", image)}, "owner")
 	stranger.Commit(map[string]string{"gilliam.yml": fmt.Sprintf("formation: shop\nservices:\n  web:\n    image: %s\n    scale: 0\n    env: {FROM: stranger}\n", image)}, "stranger")
-	if err := store.UpdateConfig(ctx, "shop", func(c map[string]string) { c["SECRET"] = "owner's secret" }); err != nil {
-		t.Fatal(err)
-	}
+	setConfig(t, store, "shop", "SECRET", "owner's secret")
 
-	first, err := sync.New(sync.Config{Repos: []gitwatch.RepoConfig{{URL: owner.URL}}, DataDir: t.TempDir()}, store, nil)
+	first, err := sync.New(sync.Config{Key: rootKey, Repos: []gitwatch.RepoConfig{{URL: owner.URL}}, DataDir: t.TempDir()}, store, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := first.SyncOnce(ctx); err != nil {
 		t.Fatal(err)
 	}
-	both, err := sync.New(sync.Config{Repos: []gitwatch.RepoConfig{{URL: owner.URL}, {URL: stranger.URL}}, DataDir: t.TempDir()}, store, nil)
+	both, err := sync.New(sync.Config{Key: rootKey, Repos: []gitwatch.RepoConfig{{URL: owner.URL}, {URL: stranger.URL}}, DataDir: t.TempDir()}, store, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

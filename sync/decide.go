@@ -96,6 +96,11 @@ func decideRollouts(in Input, d *Decision, touched map[string]bool) {
 		}
 		next := copyDesired(current)
 		var events []state.Event
+		var ends []RolloutEnd
+		var served []state.Timeline
+		timeline := append([]state.Timeline(nil), w.KV.Timeline[f]...)
+		timelineChanged := false
+		var status *state.FormationStatus
 		ready := map[string]bool{}
 		for _, name := range dependencyOrder(next) {
 			ds := next.Services[name]
@@ -106,22 +111,51 @@ func decideRollouts(in Input, d *Decision, touched map[string]bool) {
 				}
 			}
 			passing := passingOf(w, f, name)
-			after, what, canary := withCanary(f, name, ds, passing, w.Now, blocked)
-			ready[name] = settledAndHealthy(f, name, after, passing, w.Now)
-			for _, e := range []string{what, canary} {
+			ds, phase, failure, hold := withPhase(w, f, name, ds, blocked)
+			if failure != "" {
+				status = phaseStatus(w, f, failure)
+			}
+			after, what, canary := withCanary(f, name, ds, passing, w.Now, blocked || hold)
+			if hold && ds.Rollout != nil && ds.Rollout.To != ds.Target() {
+				// While the latest release's phase runs, the roll-out under way goes on.
+				cont := ds
+				cont.Latest = ds.Rollout.To
+				after, what, canary = withCanary(f, name, cont, passing, w.Now, blocked)
+				after.Latest = ds.Latest
+			}
+			ready[name] = !hold && settledAndHealthy(f, name, after, passing, w.Now)
+			if end, ok := rolloutEnd(name, ds, after, w.Now); ok {
+				ends = append(ends, end)
+			}
+			changed, done := stepTimeline(timeline, f, name, after, passing, ready[name], w.Now)
+			timelineChanged = timelineChanged || changed
+			served = append(served, done...)
+			for i, e := range []string{phase, what, canary} {
 				if e != "" {
 					next.Services[name] = after
-					events = append(events, state.Event{Time: w.Now.UTC(), Service: name, Release: after.Target(), What: e})
+					rel := after.Target()
+					if i == 0 {
+						rel = after.ReleasePhase.Release // the phase's, which may not be the target any more
+					}
+					events = append(events, state.Event{Time: w.Now.UTC(), Service: name, Release: rel, What: e})
 				}
 			}
 			wakeForRollout(after, w.Now, d)
+			wakeForPhase(w, f, after, d)
+		}
+		if !timelineChanged {
+			timeline = nil
 		}
 		if len(events) == 0 {
+			if timelineChanged { // the leader's own bookkeeping: the formation is not touched
+				d.add(Advance{Desired: current, Timeline: timeline, TimelineOnly: true, Served: served})
+			}
 			continue
 		}
 		next.Updated = w.Now.UTC()
-		d.add(Advance{Desired: next, Index: w.KV.DesiredIndex(f), Events: events,
-			History: state.AppendEvents(w.KV.History[f], events...), HistoryIndex: w.KV.HistoryIndex(f)})
+		d.add(Advance{Desired: next, Index: w.KV.DesiredIndex(f), Events: events, Status: status,
+			History: state.AppendEvents(w.KV.History[f], events...), HistoryIndex: w.KV.HistoryIndex(f),
+			Timeline: timeline, Served: served, Rollouts: ends})
 		touched[f] = true
 	}
 }
@@ -233,6 +267,69 @@ const maxReported = 100
 // hosts in the catalog, and writes the hosts whose assignment changed, and only those.
 func decidePlacement(in Input, d *Decision) {
 	w := in.World
+	desired, instances := desiredInstances(w)
+	taskInsts, tasks := taskInstances(w)
+	desired = append(desired, taskInsts...)
+	current := map[string][]string{}
+	for h, a := range w.KV.Assignments {
+		for _, inst := range a.Instances {
+			current[h] = append(current[h], inst.ID)
+		}
+		for _, t := range a.Tasks {
+			current[h] = append(current[h], t.ID)
+		}
+	}
+	res := placement.Plan(desired, placementHosts(w), current, w.Now, in.Policy.Placement)
+	a := Place{Indexes: map[string]uint64{}, Hosts: map[string]string{}, StopHosts: map[string]string{}, Report: unplacedReport(w, res.Unplaced),
+		VolumesIndexes: map[string]uint64{}}
+	changed := map[string]*state.Assignment{}
+	for _, h := range res.Changed {
+		as := &state.Assignment{Host: h, Updated: w.Now.UTC(), Instances: []state.Instance{}, RemoveVolumes: volumesToRemove(w, h)}
+		for _, pi := range res.Assignments[h] {
+			if t, ok := tasks[pi.ID]; ok {
+				as.Tasks = append(as.Tasks, t)
+				continue
+			}
+			as.Instances = append(as.Instances, instances[pi.ID])
+		}
+		a.Assignments = append(a.Assignments, as)
+		a.Indexes[h] = w.KV.AssignmentIndex(h)
+		changed[h] = as
+	}
+	a.Seals = sealsFor(w, changed)
+	for _, m := range res.Start {
+		if _, ok := tasks[m.Instance.ID]; ok {
+			continue
+		}
+		a.Start, a.Hosts[m.Instance.ID] = append(a.Start, instances[m.Instance.ID]), m.Host
+	}
+	a.Volumes = newSlots(w, a.Start, a.Hosts)
+	for f := range a.Volumes {
+		a.VolumesIndexes[f] = w.KV.VolumesIndex(f)
+	}
+	for _, m := range res.Stop {
+		if _, ok := tasks[m.Instance.ID]; ok || strings.HasSuffix(m.Instance.ID, "-release") {
+			continue
+		}
+		inst, ok := instances[m.Instance.ID]
+		if !ok {
+			inst = state.Instance{ID: m.Instance.ID}
+		}
+		a.Stop, a.StopHosts[m.Instance.ID] = append(a.Stop, inst), m.Host
+	}
+	if len(a.Assignments) > 0 || a.Report != nil {
+		d.add(a)
+	}
+	for _, h := range w.Hosts {
+		if since, failing := w.HostFailingSince[h.ID]; failing && !isDead(w, h.ID, in.Policy.Placement.DeadAfter) {
+			d.wakeAt(since.Add(in.Policy.Placement.DeadAfter + time.Millisecond))
+		}
+	}
+}
+
+// desiredInstances are every formation's desired instances as the scheduler takes them
+// (resources, constraints, hosts to avoid, volume pins), and the instances by ID.
+func desiredInstances(w *World) ([]placement.Instance, map[string]state.Instance) {
 	var desired []placement.Instance
 	instances := map[string]state.Instance{}
 	avoid := unhealthyHosts(w)
@@ -252,43 +349,10 @@ func decidePlacement(in Input, d *Decision) {
 				cs = append(cs, placement.Constraint{Key: hostLabel, Op: placement.OpNotEqual, Value: h})
 			}
 			desired = append(desired, placement.Instance{ID: inst.ID, Formation: f, Service: inst.Service, Release: inst.Release,
-				Resources: res, Constraints: cs})
+				Resources: res, Constraints: cs, Host: pinOf(w, inst)})
 		}
 	}
-	current := map[string][]string{}
-	for h, a := range w.KV.Assignments {
-		for _, inst := range a.Instances {
-			current[h] = append(current[h], inst.ID)
-		}
-	}
-	res := placement.Plan(desired, placementHosts(w), current, w.Now, in.Policy.Placement)
-	a := Place{Indexes: map[string]uint64{}, Hosts: map[string]string{}, StopHosts: map[string]string{}, Report: unplacedReport(w, res.Unplaced)}
-	for _, h := range res.Changed {
-		as := &state.Assignment{Host: h, Updated: w.Now.UTC(), Instances: []state.Instance{}}
-		for _, pi := range res.Assignments[h] {
-			as.Instances = append(as.Instances, instances[pi.ID])
-		}
-		a.Assignments = append(a.Assignments, as)
-		a.Indexes[h] = w.KV.AssignmentIndex(h)
-	}
-	for _, m := range res.Start {
-		a.Start, a.Hosts[m.Instance.ID] = append(a.Start, instances[m.Instance.ID]), m.Host
-	}
-	for _, m := range res.Stop {
-		inst, ok := instances[m.Instance.ID]
-		if !ok {
-			inst = state.Instance{ID: m.Instance.ID}
-		}
-		a.Stop, a.StopHosts[m.Instance.ID] = append(a.Stop, inst), m.Host
-	}
-	if len(a.Assignments) > 0 || a.Report != nil {
-		d.add(a)
-	}
-	for _, h := range w.Hosts {
-		if since, failing := w.HostFailingSince[h.ID]; failing && !isDead(w, h.ID, in.Policy.Placement.DeadAfter) {
-			d.wakeAt(since.Add(in.Policy.Placement.DeadAfter + time.Millisecond))
-		}
-	}
+	return desired, instances
 }
 
 // hostLabel is a label every host has for placement, its ID: what a constraint that keeps
@@ -370,8 +434,9 @@ func unplacedReport(w *World, unplaced []placement.Unplaced) *state.PlacementRep
 // decideDeadHosts removes from the catalog the registrations of hosts dead for longer
 // than DeadAfter (their liveness service and their instances): Consul would keep them,
 // critical, until the dead node is reaped, 72 hours by default, and discovery and the
-// router would go on listing them. Once per host and death: a host that comes back
-// registers again.
+// router would go on listing them. It is level-triggered: while a dead host has
+// registrations listed, they are removed again every RederegisterAfter (whatever put
+// them back), and a host that came back and died again is removed again.
 func decideDeadHosts(in Input, d *Decision) {
 	listed := map[string]bool{}
 	for _, h := range in.World.Hosts {
@@ -386,11 +451,16 @@ func decideDeadHosts(in Input, d *Decision) {
 	}
 	sort.Strings(hosts)
 	for _, h := range hosts {
-		if !in.Memory.Deregistered[h] && isDead(in.World, h, in.Policy.Placement.DeadAfter) {
+		last, done := in.Memory.Deregistered[h]
+		if isDead(in.World, h, in.Policy.Placement.DeadAfter) && (!done || in.World.Now.Sub(last) >= RederegisterAfter) {
 			d.add(DeregisterDead{Host: h})
 		}
 	}
 }
+
+// RederegisterAfter is how long after removing a dead host's registrations the leader
+// removes those it finds listed again.
+const RederegisterAfter = 5 * time.Second
 
 // isDead says whether a host's liveness check has failed for longer than after.
 func isDead(w *World, host string, after time.Duration) bool {

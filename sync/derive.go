@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"sort"
 	"strings"
 	"time"
 
 	"github.com/gilliam-sync/gilliam-sync/build"
 	"github.com/gilliam-sync/gilliam-sync/gitwatch"
+	"github.com/gilliam-sync/gilliam-sync/internal/seal"
 	"github.com/gilliam-sync/gilliam-sync/schema"
 	"github.com/gilliam-sync/gilliam-sync/state"
 )
@@ -23,21 +25,29 @@ func deploy(in Input, t Target, name, cause string, out ImagesOutcome) Action {
 	if t.preview() {
 		f = previewOf(f)
 	}
-	config := w.KV.Config[name]
+	base := "" // the formation a preview previews: its config vars are the preview's too
+	if t.preview() {
+		base = nameOf(t, t.Source.Formation)
+	}
 	var fresh []*state.Release
+	secrets := map[string]map[string]string{}
 	latest := map[string]string{}
 	for _, svcName := range f.StartOrder() {
 		image := out.Images[svcName]
 		if image == "" {
 			image = "(no image)"
 		}
-		rel := newRelease(name, f.Services[svcName], image, config, t.Commit, cause, w.Now)
+		config := serviceConfig(w.Config, name, base, f.Previews.Services[svcName])
+		rel := newRelease(name, f.Services[svcName], siblingsOf(&f, svcName), image, config, w.ReleaseIDKey, t.Commit, cause, w.Now)
 		if w.KV.Releases[name][rel.ID] == nil {
 			fresh = append(fresh, rel)
 		}
+		if rel.ConfigDigest != "" && w.KV.Secrets[name][rel.ID] == "" {
+			secrets[rel.ID] = config
+		}
 		latest[svcName] = rel.ID
 	}
-	desired := nextDesired(w.KV.Desired[name], name, &f, latest, cause, t.Commit, w.KV.ConfigIndex(name))
+	desired := nextDesired(w.KV.Desired[name], name, &f, latest, cause, t.Commit, configIndex(w.KV, name, base))
 	if desired != nil {
 		desired.Updated = w.Now.UTC()
 	}
@@ -51,7 +61,10 @@ func deploy(in Input, t Target, name, cause string, out ImagesOutcome) Action {
 	obs := withTarget(observedOf(w.KV, t.Repo), t, func(o *state.ObservedTarget) {
 		o.Commit, o.Formation, o.Preview, o.TornDown, o.Error = t.Commit, name, t.preview(), false, ""
 	})
-	a := Deploy{Target: t, Desired: desired, Index: w.KV.DesiredIndex(name), Releases: fresh, Status: status, Observed: obs, Cause: cause}
+	a := Deploy{Target: t, Desired: desired, Index: w.KV.DesiredIndex(name), Releases: fresh, Secrets: secrets, Status: status, Observed: obs, Cause: cause}
+	if a.Opened = openTimeline(w.KV.Desired[name], latest, t, cause, out, w.Now); len(a.Opened) > 0 {
+		a.Timeline = state.AppendTimeline(w.KV.Timeline[name], a.Opened...)
+	}
 	if r := routesOf(t, name, t.Source.Formation); !sameRoutes(w.KV.Routes[name], r) {
 		r.Updated = w.Now.UTC()
 		a.Routes = r
@@ -86,6 +99,8 @@ func nextDesired(current *state.Desired, name string, f *schema.Formation, lates
 		}
 		ds.Strategy = state.Strategy{MaxParallel: svc.Rollout.MaxParallel, MinHealthy: svc.Rollout.MinHealthy, Deadline: svc.Rollout.Deadline}
 		ds.DependsOn = svc.DependsOn
+		ds.Exclusive = len(svc.Volumes) > 0
+		ds.ReleasePhase = nextPhase(ds.ReleasePhase, svc, ds.Latest)
 		ds.Constraints = nil
 		for _, c := range svc.Constraints {
 			ds.Constraints = append(ds.Constraints, state.Constraint{Key: c.Key, Op: c.Op, Value: c.Value})
@@ -159,23 +174,31 @@ func previewOf(f schema.Formation) schema.Formation {
 }
 
 // newRelease derives a service's release from its gilliam.yml entry, its image and the
-// formation's config vars, which override the file's env.
-func newRelease(formation string, svc *schema.Service, image string, config map[string]string, commit, cause string, now time.Time) *state.Release {
-	env := make(map[string]string, len(svc.Env)+len(config))
+// formation's config vars, which override the file's env. The release names the config
+// vars and holds their digest under idKey; their values stay out of it (they are sealed).
+// Siblings are the formation's other services its instances reach by name.
+func newRelease(formation string, svc *schema.Service, siblings []state.Sibling, image string, config map[string]string, idKey []byte, commit, cause string, now time.Time) *state.Release {
+	env := make(map[string]string, len(svc.Env))
 	for k, v := range svc.Env {
-		env[k] = v
+		if _, secret := config[k]; !secret {
+			env[k] = v
+		}
 	}
-	for k, v := range config {
-		env[k] = v
+	var names []string
+	for k := range config {
+		names = append(names, k)
 	}
+	sort.Strings(names)
 	r := &state.Release{
 		Formation: formation, Service: svc.Name, Image: image, Env: env,
+		Config: names, ConfigDigest: seal.Digest(idKey, config),
 		Check: state.Check{Type: svc.Check.Type, Path: svc.Check.Path,
 			Interval: svc.Check.Interval, Timeout: svc.Check.Timeout, Grace: svc.Check.Grace},
 		Resources: state.Resources{CPU: svc.Resources.CPU, Memory: svc.Resources.Memory},
 		Restart:   state.Restart{MinBackoff: svc.Restart.MinBackoff, MaxBackoff: svc.Restart.MaxBackoff},
 		Internal:  svc.Internal,
 		ReadOnly:  svc.ReadOnly,
+		Siblings:  siblings,
 		Commit:    commit, Created: now.UTC(), Cause: cause,
 	}
 	for _, p := range svc.Ports {
@@ -193,6 +216,7 @@ func newRelease(formation string, svc *schema.Service, image string, config map[
 	case svc.Process != "" && svc.Process != schema.DefaultProcess:
 		r.Entrypoint = []string{"/cnb/process/" + svc.Process}
 	}
+	r.Volumes, r.Phase = statefulOf(svc, r.Entrypoint)
 	r.ID = r.ComputeID()
 	return r
 }

@@ -25,7 +25,7 @@ func TestReleaseGarbageCollection(t *testing.T) {
 		repo.Commit(map[string]string{"gilliam.yml": fmt.Sprintf(
 			"formation: gc\nservices:\n  web:\n    image: %s\n    scale: 0\n    env: {V: \"%d\"}\n", ref, v)}, fmt.Sprint(v))
 	}
-	s, err := sync.New(sync.Config{Repos: []gitwatch.RepoConfig{{URL: repo.URL}}, DataDir: t.TempDir(), KeepReleases: 2}, store, nil)
+	s, err := sync.New(sync.Config{Key: rootKey, Repos: []gitwatch.RepoConfig{{URL: repo.URL}}, DataDir: t.TempDir(), KeepReleases: 2}, store, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

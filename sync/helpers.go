@@ -36,7 +36,7 @@ func configChanged(kv *state.Snapshot, formation string) bool {
 	if d == nil || len(d.Services) == 0 {
 		return false
 	}
-	return kv.ConfigIndex(formation) != d.ConfigIndex
+	return configIndex(kv, formation, previewBase(kv, formation)) != d.ConfigIndex
 }
 
 // serviceNames are the services of every formation with a desired state.

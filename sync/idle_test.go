@@ -72,6 +72,7 @@ func TestIdleLeaderReads(t *testing.T) {
 		if err := consul.Client.Agent().PassTTL(state.HostCheckID(id), ""); err != nil {
 			t.Fatal(err)
 		}
+		trustHost(t, state.NewStore(consul.Client, ""), id)
 	}
 	image := randomImage(t, reg)
 	var repos []gitwatch.RepoConfig
@@ -80,7 +81,7 @@ func TestIdleLeaderReads(t *testing.T) {
 		repo.Commit(map[string]string{"gilliam.yml": fmt.Sprintf("formation: idle%02d\nservices:\n  web:\n    image: %s\n    scale: 1\n    check: none\n", i, image)}, "init")
 		repos = append(repos, gitwatch.RepoConfig{URL: repo.URL, PollInterval: time.Hour})
 	}
-	s, err := sync.New(sync.Config{Repos: repos, DataDir: t.TempDir(), LockTTL: 10 * time.Second, LockDelay: time.Millisecond}, store, nil)
+	s, err := sync.New(sync.Config{Key: rootKey, Repos: repos, DataDir: t.TempDir(), LockTTL: 10 * time.Second, LockDelay: time.Millisecond}, store, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

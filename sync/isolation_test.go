@@ -30,12 +30,13 @@ func TestUnplaceableFormationHoldsUpNoOther(t *testing.T) {
 		if err := consul.Client.Agent().PassTTL(state.HostCheckID(id), ""); err != nil {
 			t.Fatal(err)
 		}
+		trustHost(t, state.NewStore(consul.Client, ""), id)
 	}
 	image := randomImage(t, reg)
 	big, small := git.NewRepo(t, "big"), git.NewRepo(t, "small")
 	big.Commit(map[string]string{"gilliam.yml": fmt.Sprintf("formation: big\nservices:\n  web:\n    image: %s\n    scale: 450\n    resources: {memory: 64Gi}\n", image)}, "too big")
 	small.Commit(map[string]string{"gilliam.yml": fmt.Sprintf("formation: small\nservices:\n  web:\n    image: %s\n    scale: 3\n    resources: {memory: 64Mi}\n", image)}, "fits")
-	s, err := sync.New(sync.Config{Repos: []gitwatch.RepoConfig{{URL: big.URL}, {URL: small.URL}}, DataDir: t.TempDir()}, store, nil)
+	s, err := sync.New(sync.Config{Key: rootKey, Repos: []gitwatch.RepoConfig{{URL: big.URL}, {URL: small.URL}}, DataDir: t.TempDir()}, store, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

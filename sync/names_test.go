@@ -22,7 +22,7 @@ func TestServiceNameTooLongForDNS(t *testing.T) {
 	formation := strings.Repeat("f", 40)
 	service := strings.Repeat("s", 30)
 	repo.Commit(map[string]string{"gilliam.yml": fmt.Sprintf("formation: %s\nservices:\n  %s:\n    image: %s\n", formation, service, randomImage(t, reg))}, "long")
-	s, err := sync.New(sync.Config{Repos: []gitwatch.RepoConfig{{URL: repo.URL}}, DataDir: t.TempDir()}, store, nil)
+	s, err := sync.New(sync.Config{Key: rootKey, Repos: []gitwatch.RepoConfig{{URL: repo.URL}}, DataDir: t.TempDir()}, store, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +47,7 @@ func TestPlatformNamesAreReserved(t *testing.T) {
 	repo := testenv.NewGitServer(t).NewRepo(t, "reserved")
 	store := state.NewStore(consul.Client, "")
 	repo.Commit(map[string]string{"gilliam.yml": fmt.Sprintf("formation: gilliam\nservices:\n  host:\n    image: %s\n", randomImage(t, reg))}, "gilliam-host")
-	s, err := sync.New(sync.Config{Repos: []gitwatch.RepoConfig{{URL: repo.URL}}, DataDir: t.TempDir()}, store, nil)
+	s, err := sync.New(sync.Config{Key: rootKey, Repos: []gitwatch.RepoConfig{{URL: repo.URL}}, DataDir: t.TempDir()}, store, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

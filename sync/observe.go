@@ -19,6 +19,7 @@ import (
 // watchers. World assembles the latest of each into one value.
 type observer struct {
 	store *state.Store
+	keys  *keyring
 	repos []*repoState
 	now   func() time.Time
 	log   *slog.Logger
@@ -32,13 +33,14 @@ type observer struct {
 	failingSince map[string]time.Time
 	sources      map[string]*Source // commit + file ->
 	changed      chan struct{}      // closed and replaced on every new answer
+	impostors    map[string]bool    // host registrations ignored, and said so, by host and node
 	answered     map[string]bool    // which of state, hosts and health answered since follow began
 }
 
-func newObserver(store *state.Store, repos []*repoState, now func() time.Time, log *slog.Logger, news func()) *observer {
-	return &observer{store: store, repos: repos, now: now, log: log, news: news, kv: store.EmptySnapshot(),
+func newObserver(store *state.Store, keys *keyring, repos []*repoState, now func() time.Time, log *slog.Logger, news func()) *observer {
+	return &observer{store: store, keys: keys, repos: repos, now: now, log: log, news: news, kv: store.EmptySnapshot(),
 		health: map[string]state.InstanceCheck{}, passingSince: map[string]time.Time{}, failingSince: map[string]time.Time{},
-		sources: map[string]*Source{}, changed: make(chan struct{}), answered: map[string]bool{}}
+		sources: map[string]*Source{}, changed: make(chan struct{}), answered: map[string]bool{}, impostors: map[string]bool{}}
 }
 
 // wait is how long one blocking query waits when nothing changes.
@@ -171,7 +173,7 @@ func (o *observer) World() *World {
 	now := o.now()
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	w := &World{KV: o.kv, Hosts: o.hosts, Registrations: o.health, Now: now,
+	w := &World{KV: o.kv, Hosts: o.trustedHosts(), Registrations: o.health, Now: now,
 		PassingSince: map[string]time.Time{}, HostFailingSince: map[string]time.Time{}, NodeDown: map[string]bool{}}
 	for _, ic := range o.health {
 		if ic.Passing {
@@ -204,8 +206,34 @@ func (o *observer) World() *World {
 		}
 	}
 	o.failingSince = w.HostFailingSince
-	w.Repos = o.repoViews()
+	w.Repos = o.repoViews(now)
+	w.Config, w.ConfigErr = o.keys.open(o.kv)
+	w.ReleaseIDKey = o.keys.releaseIDKey()
 	return w
+}
+
+// trustedHosts are the hosts whose registration is on the Consul node their host daemon
+// published with its key (hosts/<id>/key, which only that host's token may write): a
+// registration made elsewhere under a host's ID, or by a host that published no key, is
+// ignored and said once. Called with o.mu held.
+func (o *observer) trustedHosts() []state.Host {
+	out := make([]state.Host, 0, len(o.hosts))
+	for _, h := range o.hosts {
+		k := o.kv.HostKeys[h.ID]
+		if k != nil && k.Node == h.Node {
+			out = append(out, h)
+			continue
+		}
+		why := "the host published no key"
+		if k != nil {
+			why = fmt.Sprintf("the host's key record names node %s", k.Node)
+		}
+		if id := h.ID + "@" + h.Node; !o.impostors[id] {
+			o.impostors[id] = true
+			o.log.Warn("host registration ignored: it is not on the host's node", "host", h.ID, "node", h.Node, "why", why)
+		}
+	}
+	return out
 }
 
 func (o *observer) since(host string, now time.Time) time.Time {
@@ -217,7 +245,7 @@ func (o *observer) since(host string, now time.Time) time.Time {
 
 // repoViews reads every repository's refs from its watcher, and the gilliam.yml of each
 // target's commit (once per commit and file). Called with o.mu held.
-func (o *observer) repoViews() []RepoView {
+func (o *observer) repoViews(now time.Time) []RepoView {
 	used := map[string]bool{}
 	views := make([]RepoView, 0, len(o.repos))
 	for _, r := range o.repos {
@@ -228,6 +256,7 @@ func (o *observer) repoViews() []RepoView {
 			src := o.sources[k]
 			if src == nil {
 				src = readSource(r.w.Repo(), t.Commit, t.File, r.cfg.Files)
+				src.Detected = now
 			}
 			if src.Err == nil || fault.KindOf(src.Err) != fault.Retryable {
 				o.sources[k], used[k] = src, true // a read that may work later is not kept
@@ -255,6 +284,13 @@ func targetsOf(r *repoState, refs map[string]string) []Target {
 			if ok, why := r.w.PreviewAllowed(ref); !ok {
 				denied = why
 			}
+		}
+		if kind == gitwatch.RefPullRequest && denied == "" && r.open != nil {
+			why, wait := r.open.allowed(pr)
+			if wait {
+				return // the forge has not listed it yet: the next listing says
+			}
+			denied = why
 		}
 		for _, file := range r.cfg.Files {
 			out = append(out, Target{Repo: r.key, RepoURL: gitwatch.Sanitize(r.cfg.URL), Ref: ref, File: file, Commit: refs[ref], Kind: kind, PR: pr, Denied: denied})

@@ -10,6 +10,7 @@ import (
 
 	"github.com/gilliam-sync/gilliam-sync/build"
 	"github.com/gilliam-sync/gilliam-sync/gitwatch"
+	"github.com/gilliam-sync/gilliam-sync/internal/seal"
 	"github.com/gilliam-sync/gilliam-sync/state"
 )
 
@@ -59,8 +60,15 @@ const notBuilt = "(built by the deploy)"
 // instead of building them and applies each decision to a copy of the world instead of
 // Consul, until nothing is left to decide. Instances are taken to pass their checks at
 // once, so roll-outs run to their end. Nothing is written.
-func Plan(ctx context.Context, store *state.Store, lookup Lookup, repo *gitwatch.Repo, ref, file string, configs []string, commit string, now time.Time, policy Policy) (*PlanResult, error) {
-	obs := newObserver(store, nil, func() time.Time { return now }, slog.New(slog.DiscardHandler), func() {})
+//
+// root is the installation's root key, which opens the formation's config vars: without it
+// (nil) a formation with config vars plans no deploy, and says why.
+func Plan(ctx context.Context, store *state.Store, root *seal.Key, lookup Lookup, repo *gitwatch.Repo, ref, file string, configs []string, commit string, now time.Time, policy Policy) (*PlanResult, error) {
+	keys := newKeyring(root, nil)
+	if err := keys.ensure(ctx, store, now, false); err != nil {
+		return nil, err
+	}
+	obs := newObserver(store, keys, nil, func() time.Time { return now }, slog.New(slog.DiscardHandler), func() {})
 	if err := obs.refresh(ctx); err != nil {
 		return nil, err
 	}
@@ -71,7 +79,7 @@ func Plan(ctx context.Context, store *state.Store, lookup Lookup, repo *gitwatch
 	res := &PlanResult{Formation: formationName(t, t.Source.Formation), Commit: commit}
 	before := world.KV
 	dry := &dryRun{world: world, lookup: lookup, res: res, mem: Memory{InFlight: map[string]string{}, Images: map[string]ImagesOutcome{},
-		Retries: map[string]RetryState{}, Deregistered: map[string]bool{}}}
+		Retries: map[string]RetryState{}, Deregistered: map[string]time.Time{}}}
 	world.KV = before.Clone()
 	for i := 0; i < 100; i++ {
 		dec := Reconcile(Input{World: dry.world, Memory: dry.mem, Policy: policy})
@@ -107,55 +115,29 @@ func (r *dryRun) apply(ctx context.Context, a Action) (bool, error) {
 	kv := r.world.KV
 	switch a := a.(type) {
 	case ResolveImages:
-		out := ImagesOutcome{Commit: a.Target.Commit, Images: map[string]string{}}
-		r.images = map[string]bool{}
-		for _, req := range a.Requests {
-			if req.TreeHash != "" {
-				req.Source = func(string) error { return errors.New("plan never builds") }
-			}
-			image, found, err := r.lookup.Lookup(ctx, req)
-			if err != nil {
-				return false, fmt.Errorf("service %s: %w", req.Service, err)
-			}
-			if !found {
-				image, r.images[req.Service] = notBuilt, true
-			}
-			out.Images[req.Service] = image
+		if err := r.resolve(ctx, a); err != nil {
+			return false, err
 		}
-		r.mem.Images[a.Target.ID()] = out
 	case Deploy:
-		kv.Desired[a.Desired.Formation] = a.Desired
-		if kv.Releases[a.Desired.Formation] == nil {
-			kv.Releases[a.Desired.Formation] = map[string]*state.Release{}
-		}
-		for _, rel := range a.Releases {
-			kv.Releases[rel.Formation][rel.ID] = rel
-		}
-		kv.Status[a.Status.Formation], kv.Observed[a.Observed.Repo] = a.Status, a.Observed
-		if a.Claim != nil {
-			kv.Claims[a.Claim.Formation] = a.Claim
-		}
-		if a.Routes != nil {
-			kv.Routes[a.Routes.Formation] = a.Routes
-		}
+		r.deploy(a)
 	case Advance:
+		if a.Timeline != nil {
+			kv.Timeline[a.Desired.Formation] = a.Timeline
+		}
+		if a.TimelineOnly {
+			break
+		}
 		kv.Desired[a.Desired.Formation], kv.History[a.Desired.Formation] = a.Desired, a.History
+		if a.Status != nil {
+			kv.Status[a.Status.Formation] = a.Status
+		}
 	case Teardown:
 		kv.Desired[a.Desired.Formation], kv.Status[a.Status.Formation], kv.Observed[a.Observed.Repo] = a.Desired, a.Status, a.Observed
 	case Place:
-		for _, as := range a.Assignments {
-			kv.Assignments[as.Host] = as
-			for _, inst := range as.Instances {
-				if _, ok := r.world.PassingSince[inst.ID]; !ok {
-					r.world.PassingSince[inst.ID] = r.world.Now.Add(-24 * time.Hour) // taken to pass
-				}
-			}
-		}
-		if a.Report != nil {
-			kv.Placement = a.Report
-			r.res.Unplaced = a.Report.Unplaced
-		}
+		r.place(a)
 		return len(a.Assignments) > 0, nil
+	case Seal:
+		r.sealed(a.Put, a.Drop)
 	case Record:
 		if a.Observed != nil {
 			kv.Observed[a.Observed.Repo] = a.Observed
@@ -172,6 +154,96 @@ func (r *dryRun) apply(ctx context.Context, a Action) (bool, error) {
 		return false, nil
 	}
 	return true, nil
+}
+
+// resolve looks up the images a target would use; what is not in the registry would be
+// built (the plan never builds).
+func (r *dryRun) resolve(ctx context.Context, a ResolveImages) error {
+	out := ImagesOutcome{Commit: a.Target.Commit, Images: map[string]string{}}
+	r.images = map[string]bool{}
+	for _, req := range a.Requests {
+		if req.TreeHash != "" {
+			req.Source = func(string) error { return errors.New("plan never builds") }
+		}
+		image, found, err := r.lookup.Lookup(ctx, req)
+		if err != nil {
+			return fmt.Errorf("service %s: %w", req.Service, err)
+		}
+		if !found {
+			image, r.images[req.Service] = notBuilt, true
+		}
+		out.Images[req.Service] = image
+	}
+	r.mem.Images[a.Target.ID()] = out
+	return nil
+}
+
+// deploy writes a deploy into the copy of the world, its config vars as placeholders.
+func (r *dryRun) deploy(a Deploy) {
+	kv := r.world.KV
+	kv.Desired[a.Desired.Formation] = a.Desired
+	if a.Timeline != nil {
+		kv.Timeline[a.Desired.Formation] = a.Timeline
+	}
+	if kv.Releases[a.Desired.Formation] == nil {
+		kv.Releases[a.Desired.Formation] = map[string]*state.Release{}
+	}
+	for _, rel := range a.Releases {
+		kv.Releases[rel.Formation][rel.ID] = rel
+	}
+	for id := range a.Secrets {
+		if kv.Secrets[a.Desired.Formation] == nil {
+			kv.Secrets[a.Desired.Formation] = map[string]string{}
+		}
+		kv.Secrets[a.Desired.Formation][id] = sealedInPlan
+	}
+	kv.Status[a.Status.Formation], kv.Observed[a.Observed.Repo] = a.Status, a.Observed
+	if a.Claim != nil {
+		kv.Claims[a.Claim.Formation] = a.Claim
+	}
+	if a.Routes != nil {
+		kv.Routes[a.Routes.Formation] = a.Routes
+	}
+}
+
+// place writes assignments into the copy of the world, where every instance is taken to
+// pass its check and every release phase to succeed.
+func (r *dryRun) place(a Place) {
+	kv := r.world.KV
+	for _, as := range a.Assignments {
+		kv.Assignments[as.Host] = as
+		passTasks(kv, as)
+		for _, inst := range as.Instances {
+			if _, ok := r.world.PassingSince[inst.ID]; !ok {
+				r.world.PassingSince[inst.ID] = r.world.Now.Add(-24 * time.Hour)
+			}
+		}
+	}
+	for f, v := range a.Volumes {
+		kv.Volumes[f] = v
+	}
+	if a.Report != nil {
+		kv.Placement = a.Report
+		r.res.Unplaced = a.Report.Unplaced
+	}
+	r.sealed(a.Seals, nil)
+}
+
+// sealedInPlan stands for a sealed value in the plan's copy of the world: it seals nothing.
+const sealedInPlan = "(sealed)"
+
+// sealed records, in the copy of the world, the hosts' sealed copies written and removed.
+func (r *dryRun) sealed(put, drop []SealFor) {
+	kv := r.world.KV
+	for _, p := range put {
+		if kv.Sealed[p.Host] == nil {
+			kv.Sealed[p.Host] = map[string]*state.SealedEnv{}
+		}
+		kv.Sealed[p.Host][p.Release] = &state.SealedEnv{Release: p.Release, Recipient: p.Recipient, Box: sealedInPlan}
+	}
+	for _, p := range drop {
+		delete(kv.Sealed[p.Host], p.Release)
+	}
 }
 
 // describe fills in what happens to each service of the planned formation, from the

@@ -85,7 +85,7 @@ previews:
 	var jump atomic.Int64
 	now := func() time.Time { return time.Now().Add(time.Duration(jump.Load())) }
 	proxied := strings.Replace(repo.URL, gitsrv.URL, proxy.URL, 1)
-	s, err := sync.New(sync.Config{
+	s, err := sync.New(sync.Config{Key: rootKey,
 		Repos:   []gitwatch.RepoConfig{{URL: proxied, Forge: gitwatch.GitHub, Previews: &gitwatch.Previews{PullRequests: true, Forks: true}}},
 		DataDir: t.TempDir(), MaxPreviews: 1, Now: now,
 	}, store, nil)

@@ -31,8 +31,9 @@ type Memory struct {
 	InFlight map[string]string        // target ID -> commit whose images are being resolved
 	Images   map[string]ImagesOutcome // target ID -> the last resolution's outcome
 	Retries  map[string]RetryState    // target ID ->
-	// Deregistered are the dead hosts whose registrations were removed from the catalog.
-	Deregistered map[string]bool
+	// Deregistered are the dead hosts whose registrations were removed from the catalog,
+	// and when.
+	Deregistered map[string]time.Time
 }
 
 // ImagesOutcome is how a ResolveImages ended.
@@ -43,6 +44,9 @@ type ImagesOutcome struct {
 	Err    error
 	// Attempt is the number of failures counted before this resolution started.
 	Attempt int
+	// Timings are when each service's image began and ended being made: the deploy
+	// timeline's build started and built.
+	Timings map[string]BuildTiming
 }
 
 // RetryState is a target held back after consecutive retryable failures.
@@ -96,6 +100,9 @@ func Reconcile(in Input) Decision {
 	decideReleaseGC(in, &d, touched)
 	if len(touched) == 0 {
 		decidePlacement(in, &d)
+		if !slices.ContainsFunc(d.Actions, func(a Action) bool { _, place := a.(Place); return place && len(a.(Place).Assignments) > 0 }) {
+			decideSeals(in, &d)
+		}
 	}
 	decideDeadHosts(in, &d)
 	return d
@@ -138,22 +145,7 @@ func decideTarget(in Input, t Target, d *Decision, touched map[string]bool) {
 	}
 	f := src.Formation
 	name := formationName(t, f)
-	if c := w.KV.Claims[nameOf(t, f)]; c != nil && (c.Repo != t.Repo || c.File != t.File) {
-		refuse(in, t, fmt.Errorf("commit %s: formation %s belongs to %s (file %s); %s's %s may not deploy it: rename the formation, or move it with `gilliam-sync formations transfer %s --to %s`",
-			short(t.Commit), c.Formation, c.URL, c.File, t.RepoURL, t.File, c.Formation, t.RepoURL), d)
-		return
-	}
-	if owner := domainOwner(w.KV, name, routesOf(t, name, f)); owner != "" {
-		stall(in, t, name, fmt.Errorf("commit %s: %s", short(t.Commit), owner), d)
-		return
-	}
-	if n := totalScale(t, f); n > in.Policy.MaxInstances {
-		stall(in, t, name, fmt.Errorf("commit %s: formation %s asks for %d instances, over this installation's limit of %d (limits.instances_per_formation in gilliam-sync.yml): lower the scales",
-			short(t.Commit), name, n, in.Policy.MaxInstances), d)
-		return
-	}
-	if conflict := state.ServiceNameConflict(name, f.ServiceNames(), serviceNames(w.KV)); conflict != "" {
-		stall(in, t, name, fmt.Errorf("commit %s: %s", short(t.Commit), conflict), d)
+	if !admissible(in, t, name, f, d) {
 		return
 	}
 	if t.preview() && (ot.Formation == "" || ot.TornDown) && activePreviews(w.KV) >= in.Policy.MaxPreviews {
@@ -177,8 +169,42 @@ func decideTarget(in Input, t Target, d *Decision, touched map[string]bool) {
 		failed(in, t, name, out.Err, d)
 		return
 	}
+	if err := w.ConfigErr[name]; err != nil {
+		failed(in, t, name, err, d)
+		return
+	}
+	if err := w.ConfigErr[nameOf(t, f)]; t.preview() && err != nil { // a preview's base's are its too
+		failed(in, t, name, err, d)
+		return
+	}
 	d.add(deploy(in, t, name, cause, out))
 	touched[name] = true
+}
+
+// admissible says whether a target's formation may deploy at all: its name is its own, its
+// domains are not another's, its scale is within the installation's limit and its service
+// names clash with no other's. When it may not, the refusal or stall is decided in d.
+func admissible(in Input, t Target, name string, f *schema.Formation, d *Decision) bool {
+	w := in.World
+	if c := w.KV.Claims[nameOf(t, f)]; c != nil && (c.Repo != t.Repo || c.File != t.File) {
+		refuse(in, t, fmt.Errorf("commit %s: formation %s belongs to %s (file %s); %s's %s may not deploy it: rename the formation, or move it with `gilliam-sync formations transfer %s --to %s`",
+			short(t.Commit), c.Formation, c.URL, c.File, t.RepoURL, t.File, c.Formation, t.RepoURL), d)
+		return false
+	}
+	if owner := domainOwner(w.KV, name, routesOf(t, name, f)); owner != "" {
+		stall(in, t, name, fmt.Errorf("commit %s: %s", short(t.Commit), owner), d)
+		return false
+	}
+	if n := totalScale(t, f); n > in.Policy.MaxInstances {
+		stall(in, t, name, fmt.Errorf("commit %s: formation %s asks for %d instances, over this installation's limit of %d (limits.instances_per_formation in gilliam-sync.yml): lower the scales",
+			short(t.Commit), name, n, in.Policy.MaxInstances), d)
+		return false
+	}
+	if conflict := state.ServiceNameConflict(name, f.ServiceNames(), serviceNames(w.KV)); conflict != "" {
+		stall(in, t, name, fmt.Errorf("commit %s: %s", short(t.Commit), conflict), d)
+		return false
+	}
+	return true
 }
 
 // failed decides what an image resolution's error means: drop it (superseded), record it
@@ -248,6 +274,9 @@ func resolveImages(t Target, formation string, f *schema.Formation, src *Source,
 	for _, name := range f.StartOrder() {
 		svc := f.Services[name]
 		req := build.Request{Formation: formation, Service: name, Kind: svc.Type, Image: svc.Image, Commit: t.Commit}
+		if t.preview() {
+			req.CacheFrom = nameOf(t, f) // a preview's first build starts from its base's cache
+		}
 		if svc.Built() {
 			req.TreeHash, req.Env = src.Trees[name], build.BuildEnv(svc.Env)
 		}

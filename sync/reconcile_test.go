@@ -2,8 +2,10 @@ package sync
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -50,7 +52,7 @@ func world(t *testing.T, commit, file string) *World {
 }
 
 func memory() Memory {
-	return Memory{InFlight: map[string]string{}, Images: map[string]ImagesOutcome{}, Retries: map[string]RetryState{}, Deregistered: map[string]bool{}}
+	return Memory{InFlight: map[string]string{}, Images: map[string]ImagesOutcome{}, Retries: map[string]RetryState{}, Deregistered: map[string]time.Time{}}
 }
 
 func kinds(actions []Action) string {
@@ -209,15 +211,38 @@ func TestReconcileConfigChangeReleasesAgain(t *testing.T) {
 		applyAll(t, w, &m, d.Actions)
 	}
 	before := w.KV.Desired["shop"].Services["web"].Latest
-	w.KV.Config["shop"] = map[string]string{"SECRET": "s"}
+	w.Config = map[string]map[string]string{"shop": {"SECRET": "s"}} // as the observer opened it
+	w.ReleaseIDKey = []byte("release-id key")
 	w.KV.Desired["shop"].ConfigIndex = 99 // the config's index (0 here) differs
 	d := Reconcile(Input{World: w, Memory: m, Policy: policy()})
 	if got := kinds(d.Actions); got != "Deploy" { // the images of c1 are known: no resolution
 		t.Fatalf("config change: %s", got)
 	}
 	dep := d.Actions[0].(Deploy)
-	if dep.Cause != "config" || dep.Desired.Services["web"].Latest == before || dep.Releases[0].Env["SECRET"] != "s" {
+	rel := dep.Releases[0]
+	if dep.Cause != "config" || dep.Desired.Services["web"].Latest == before {
 		t.Fatalf("config release: %+v", dep)
+	}
+	// The release names the var and holds a keyed digest of it, never its value; the value
+	// goes to the executor, to be sealed.
+	if _, inEnv := rel.Env["SECRET"]; inEnv || !slices.Equal(rel.Config, []string{"SECRET"}) || rel.ConfigDigest == "" || dep.Secrets[rel.ID]["SECRET"] != "s" {
+		t.Fatalf("config release: env %v config %v digest %q secrets %v", rel.Env, rel.Config, rel.ConfigDigest, dep.Secrets)
+	}
+	if b, _ := json.Marshal(rel); strings.Contains(string(b), `"s"`) || strings.Contains(dep.String(), "SECRET=s") {
+		t.Fatalf("the value is in the release or the action's words: %s", b)
+	}
+	// Another key gives another digest for the same value: an ID tells nothing of it.
+	w.ReleaseIDKey = []byte("another key")
+	d2 := Reconcile(Input{World: w, Memory: m, Policy: policy()})
+	if other := d2.Actions[0].(Deploy).Releases[0]; other.ConfigDigest == rel.ConfigDigest || other.ID == rel.ID {
+		t.Fatal("the release ID does not depend on the key")
+	}
+
+	// A config var that does not open stalls the deploy and says which.
+	w.Config, w.ConfigErr = nil, map[string]error{"shop": fault.Stall(errors.New("config var SECRET of formation shop: does not open"))}
+	d3 := Reconcile(Input{World: w, Memory: m, Policy: policy()})
+	if got := kinds(d3.Actions); got != "Record" || !strings.Contains(d3.Actions[0].(Record).Why, "SECRET") {
+		t.Fatalf("unopenable config: %s %+v", got, d3.Actions)
 	}
 }
 
@@ -330,7 +355,7 @@ func TestReconcileIdleWorldDecidesNothing(t *testing.T) {
 	}
 }
 
-func TestReconcileDeadHostRegistrationsRemovedOnce(t *testing.T) {
+func TestReconcileDeadHostRegistrationsRemovedWhileListed(t *testing.T) {
 	w, m := world(t, "c1", web), memory()
 	w.Repos = nil
 	w.HostFailingSince["h3"] = t0.Add(-5 * time.Second)
@@ -348,9 +373,21 @@ func TestReconcileDeadHostRegistrationsRemovedOnce(t *testing.T) {
 	if len(dead) != 1 || dead[0].Host != "h3" {
 		t.Fatalf("dead host: %+v", dead)
 	}
-	m.Deregistered["h3"] = true
+	m.Deregistered["h3"] = w.Now
 	if got := kinds(Reconcile(Input{World: w, Memory: m, Policy: policy()}).Actions); strings.Contains(got, "DeregisterDead") {
-		t.Fatal("deregistered twice")
+		t.Fatal("deregistered twice at once")
+	}
+	// Registrations of the dead host listed again (an agent's sync that raced the removal):
+	// removed again, once RederegisterAfter has passed.
+	w.Now = w.Now.Add(RederegisterAfter)
+	if got := kinds(Reconcile(Input{World: w, Memory: m, Policy: policy()}).Actions); !strings.Contains(got, "DeregisterDead") {
+		t.Fatal("registrations of a dead host listed again were left: " + got)
+	}
+	// Nothing listed any more: nothing to do.
+	delete(w.Registrations, "a@h3")
+	delete(w.HostFailingSince, "h3")
+	if got := kinds(Reconcile(Input{World: w, Memory: m, Policy: policy()}).Actions); strings.Contains(got, "DeregisterDead") {
+		t.Fatal("deregistered a host with nothing listed: " + got)
 	}
 }
 
@@ -544,4 +581,82 @@ func TestReconcileDeniedPreview(t *testing.T) {
 	if got := kinds(d.Actions); got != "Notice" {
 		t.Fatalf("a denied preview: %s", got)
 	}
+}
+
+// A release with config vars is sealed to every host it is placed on, in the transaction
+// that places it; a host whose key changes gets a new copy; a host that no longer runs the
+// release loses its copy; a host that published no key gets none.
+func TestReconcileSealsConfigToTheHostsThatRunIt(t *testing.T) {
+	w, m := world(t, "c1", web), memory()
+	w.Config = map[string]map[string]string{"shop": {"SECRET": "s"}}
+	w.ReleaseIDKey = []byte("k")
+	for _, h := range []string{"h1", "h2"} { // h3 published no key
+		w.KV.HostKeys[h] = &state.HostKey{Public: "pub-" + h, Fingerprint: "fp-" + h}
+	}
+	var place *Place
+	for i := 0; i < 10 && place == nil; i++ {
+		d := Reconcile(Input{World: w, Memory: m, Policy: policy()})
+		for _, a := range d.Actions {
+			if p, ok := a.(Place); ok && len(p.Assignments) > 0 {
+				place = &p
+			}
+		}
+		applyAll(t, w, &m, d.Actions)
+	}
+	if place == nil {
+		t.Fatal("never placed")
+	}
+	rel := w.KV.Desired["shop"].Services["web"].Latest
+	hosts := map[string]bool{}
+	for _, as := range place.Assignments {
+		if len(as.Instances) > 0 && as.Host != "h3" {
+			hosts[as.Host] = true
+		}
+	}
+	for _, s := range place.Seals {
+		if s.Release != rel || s.Secret == "" || s.To != "pub-"+s.Host || !hosts[s.Host] {
+			t.Fatalf("seal %+v (hosts placed on with a key: %v)", s, hosts)
+		}
+		delete(hosts, s.Host)
+	}
+	if len(hosts) > 0 {
+		t.Fatalf("hosts placed on without their sealed copy: %v", hosts)
+	}
+	applyTimeline(t, w, &m) // the instances the dry run placed pass: the deploy timeline says so
+	if d := Reconcile(Input{World: w, Memory: m, Policy: policy()}); len(d.Actions) != 0 {
+		t.Fatalf("settled, still: %s", kinds(d.Actions))
+	}
+
+	// A host's key changes: its copy is sealed again, to the new key.
+	runner := ""
+	for _, h := range []string{"h1", "h2"} {
+		for _, inst := range instancesOf(w.KV.Assignments[h]) {
+			if inst.Release == rel && runner == "" {
+				runner = h
+			}
+		}
+	}
+	if runner == "" {
+		t.Fatal("no host with a key runs the release")
+	}
+	w.KV.HostKeys[runner] = &state.HostKey{Public: "pub-new", Fingerprint: "fp-new"}
+	d := Reconcile(Input{World: w, Memory: m, Policy: policy()})
+	if got := kinds(d.Actions); got != "Seal" || len(d.Actions[0].(Seal).Put) != 1 || d.Actions[0].(Seal).Put[0].To != "pub-new" {
+		t.Fatalf("after %s's key changed: %s %+v", runner, got, d.Actions)
+	}
+	applyAll(t, w, &m, d.Actions)
+
+	// A copy on a host that does not run the release goes.
+	w.KV.Sealed["h3"] = map[string]*state.SealedEnv{"gone": {Release: "gone"}}
+	d = Reconcile(Input{World: w, Memory: m, Policy: policy()})
+	if got := kinds(d.Actions); got != "Seal" || len(d.Actions[0].(Seal).Drop) != 1 || d.Actions[0].(Seal).Drop[0].Release != "gone" {
+		t.Fatalf("stale copy: %s %+v", got, d.Actions)
+	}
+}
+
+func instancesOf(a *state.Assignment) []state.Instance {
+	if a == nil {
+		return nil
+	}
+	return a.Instances
 }

@@ -112,7 +112,7 @@ func TestRegistryDownIsRetriedWithBackoff(t *testing.T) {
 
 	logs := &logBuffer{}
 	res := &resolver{}
-	s, err := sync.New(sync.Config{Repos: []gitwatch.RepoConfig{{URL: repo.URL}}, DataDir: t.TempDir(), LockTTL: 10 * time.Second,
+	s, err := sync.New(sync.Config{Key: rootKey, Repos: []gitwatch.RepoConfig{{URL: repo.URL}}, DataDir: t.TempDir(), LockTTL: 10 * time.Second,
 		LockDelay: time.Millisecond, Logger: slog.New(slog.NewTextHandler(logs, nil))}, store, res)
 	if err != nil {
 		t.Fatal(err)
@@ -156,7 +156,7 @@ func TestImagePolicyWithoutBuilder(t *testing.T) {
 	repo := testenv.NewGitServer(t).NewRepo(t, "policy")
 	store := state.NewStore(consul.Client, "")
 	repo.Commit(map[string]string{"gilliam.yml": fmt.Sprintf("formation: policy\nservices:\n  web:\n    image: %s\n    scale: 0\n", randomImage(t, reg))}, "loopback image")
-	s, err := sync.New(sync.Config{Repos: []gitwatch.RepoConfig{{URL: repo.URL}}, DataDir: t.TempDir(), Registries: &build.Registries{}}, store, nil)
+	s, err := sync.New(sync.Config{Key: rootKey, Repos: []gitwatch.RepoConfig{{URL: repo.URL}}, DataDir: t.TempDir(), Registries: &build.Registries{}}, store, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -116,6 +116,12 @@ func step(formation, service string, ds state.DesiredService, scale int, passing
 		deps = append(deps, state.Deployment{Release: r.From, Scale: max(scale-healthy, 0)})
 	}
 	deps = append(deps, state.Deployment{Release: r.To, Scale: min(scale, healthy+maxParallel)})
+	if ds.Exclusive {
+		// Its instances hold volumes, which two processes never share: the old ones stop
+		// and the new ones start in their place (hostd starts a new one once the old one
+		// of its slot is gone).
+		deps = exclusiveStep(r, scale)
+	}
 	before := fmt.Sprint(ds.Deployments)
 	ds.Deployments = deps
 	if fmt.Sprint(deps) == before {
@@ -166,4 +172,14 @@ func withCanary(formation, service string, ds state.DesiredService, passing Pass
 		return after, what, ""
 	}
 	return after, what, fmt.Sprintf("canary: release %s at scale %d beside %s", short(c.Release), c.Scale, short(after.Target()))
+}
+
+// exclusiveStep is a roll-out step of a service whose instances hold volumes: every old
+// instance stops and the new release runs at full scale, slot for slot.
+func exclusiveStep(r *state.Rollout, scale int) []state.Deployment {
+	deps := []state.Deployment{}
+	if r.From != "" {
+		deps = append(deps, state.Deployment{Release: r.From, Scale: 0})
+	}
+	return append(deps, state.Deployment{Release: r.To, Scale: scale})
 }

@@ -14,6 +14,8 @@ import (
 	"github.com/gilliam-sync/gilliam-sync/build"
 	"github.com/gilliam-sync/gilliam-sync/gitwatch"
 	"github.com/gilliam-sync/gilliam-sync/internal/fault"
+	"github.com/gilliam-sync/gilliam-sync/internal/metrics"
+	"github.com/gilliam-sync/gilliam-sync/internal/seal"
 	"github.com/gilliam-sync/gilliam-sync/placement"
 	"github.com/gilliam-sync/gilliam-sync/state"
 )
@@ -64,6 +66,20 @@ type Config struct {
 	Logger    *slog.Logger
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Key is the installation's root key (docs/security.md): every sync daemon of an
+	// installation has the same one. The first leader publishes its public half; a daemon
+	// whose key is not the one published does not lead. Nil: a key made in memory, for
+	// tests and one-off runs.
+	Key *seal.Key
+	// ReloadKey reads the root key again when Consul names another one (after `gilliam-sync
+	// keys rotate`); nil: the daemon stops leading instead.
+	ReloadKey func() (*seal.Key, error)
+	// LogsURL is where this daemon serves its build logs, in its Consul registration for
+	// `gilliam-sync logs build` to find (empty: none).
+	LogsURL string
+	// Metrics records builds, releases, roll-outs, the deploy timeline's steps and
+	// leadership (nil: none).
+	Metrics *metrics.Metrics
 	// Failpoint, when set, is called at named stages ("after-desired", "before-place"):
 	// tests use it to stop a leader exactly there.
 	Failpoint func(stage string)
@@ -87,6 +103,8 @@ type Syncer struct {
 	kick    chan struct{} // something changed: decide now
 	obs     *observer
 	exec    *executor
+	keys    *keyring
+	notify  *notifier // nil: no repository asks for forge notifications
 	leading atomic.Bool
 }
 
@@ -95,6 +113,8 @@ type repoState struct {
 	cfg gitwatch.RepoConfig
 	w   *gitwatch.Watcher
 	key string // folder-safe name, for the cache and the observed key
+	// open is what the forge's API says of its pull requests (nil: no API configured).
+	open *openPRs
 }
 
 // New returns a syncer; Run starts it. builder may be nil when no repository holds a
@@ -104,18 +124,38 @@ func New(cfg Config, store *state.Store, builder Builder) (*Syncer, error) {
 	if err := gitwatch.ValidateRepos(cfg.Repos); err != nil {
 		return nil, err
 	}
-	s := &Syncer{cfg: cfg, store: store, log: cfg.Logger, kick: make(chan struct{}, 1)}
-	s.exec = newExecutor(store, builder, cfg.Registries, cfg.Logger, cfg.Failpoint, s.poke)
+	if cfg.Key == nil {
+		k, err := seal.Generate()
+		if err != nil {
+			return nil, err
+		}
+		cfg.Key = k
+		cfg.Logger.Warn("no root key given: this daemon made one that lives in its memory only; config vars it seals cannot be opened after it stops", "fingerprint", k.Public().Fingerprint())
+	}
+	s := &Syncer{cfg: cfg, store: store, log: cfg.Logger, kick: make(chan struct{}, 1), keys: newKeyring(cfg.Key, cfg.ReloadKey)}
+	s.exec = newExecutor(store, s.keys, builder, cfg.Registries, cfg.Logger, cfg.Failpoint, s.poke)
+	s.exec.metrics, s.exec.now = cfg.Metrics, cfg.Now
 	for _, rc := range cfg.Repos {
 		w, err := gitwatch.Watch(rc, filepath.Join(cfg.DataDir, "repos"), cfg.Logger)
 		if err != nil {
 			return nil, err
 		}
+		w.SetMetrics(cfg.Metrics)
 		r := &repoState{cfg: w.Config(), w: w, key: gitwatch.CacheName(rc.URL)}
 		s.repos = append(s.repos, r)
 		s.exec.repos[r.key] = w.Repo()
 	}
-	s.obs = newObserver(store, s.repos, cfg.Now, cfg.Logger, s.poke)
+	s.obs = newObserver(store, s.keys, s.repos, cfg.Now, cfg.Logger, s.poke)
+	n, err := newNotifier(store, s.repos, cfg.Logger, cfg.Now)
+	if err != nil {
+		return nil, err
+	}
+	s.notify = n
+	for _, r := range s.repos {
+		if nr, ok := n.repoFor(r.key); ok && r.cfg.Previews != nil && r.cfg.Previews.PullRequests {
+			r.open = newOpenPRs(nr.client, r.w, cfg.Logger)
+		}
+	}
 	return s, nil
 }
 
@@ -184,12 +224,29 @@ func (s *Syncer) Run(ctx context.Context) error {
 	for _, r := range s.repos {
 		watchers.Add(1)
 		go func() { defer watchers.Done(); r.w.Run(ctx, events) }()
+		if r.open != nil {
+			watchers.Add(1)
+			go func() { defer watchers.Done(); r.open.run(ctx, s.poke) }()
+		}
 	}
 	go func() {
+		// A poll that moved no ref may still change a decision: a webhook taught the
+		// watcher where a pull request comes from (its preview may now start). So every
+		// finished poll is news too.
+		polled := make([]time.Time, len(s.repos))
+		tick := time.NewTicker(250 * time.Millisecond)
+		defer tick.Stop()
 		for {
 			select {
 			case <-events:
 				s.poke()
+			case <-tick.C:
+				for i, r := range s.repos {
+					if p := r.w.Polled(); !p.Equal(polled[i]) {
+						polled[i] = p
+						s.poke()
+					}
+				}
 			case <-ctx.Done():
 				return
 			}
@@ -212,8 +269,13 @@ func (s *Syncer) Run(ctx context.Context) error {
 			break
 		}
 		s.log.Info("leading", "id", s.cfg.ID)
-		s.lead(ctx, lost)
+		err = s.lead(ctx, lost)
 		lock.Unlock()
+		if errors.Is(err, ErrNotRootKey) {
+			s.log.Error("not leading: config vars would not open", "err", err)
+			sleep(ctx, s.cfg.LockTTL) // leave the lock to a daemon with the right key
+			continue
+		}
 		if ctx.Err() == nil {
 			s.log.Warn("leadership lost")
 		}
@@ -226,7 +288,7 @@ func (s *Syncer) Run(ctx context.Context) error {
 // dies loses the lock within LivenessTTL. It returns "" when the check cannot be
 // registered (the session's own TTL then decides, which is slower).
 func (s *Syncer) liveness(ctx context.Context) string {
-	checkID, err := s.store.RegisterSyncDaemon(s.cfg.ID, s.cfg.LivenessTTL)
+	checkID, err := s.store.RegisterSyncDaemon(s.cfg.ID, s.cfg.LivenessTTL, s.cfg.LogsURL)
 	if err != nil {
 		s.log.Warn("no liveness check: a lost leader is noticed by its session's TTL only", "err", err)
 		return ""
@@ -260,19 +322,9 @@ func (s *Syncer) poke() {
 func (s *Syncer) Leading() bool { return s.leading.Load() }
 
 // lead follows Consul and decides until leadership is lost or ctx ends.
-func (s *Syncer) lead(ctx context.Context, lost <-chan struct{}) {
+func (s *Syncer) lead(ctx context.Context, lost <-chan struct{}) error {
 	ctx, cancel := context.WithCancel(ctx)
-	s.leading.Store(true)
-	s.exec.forget() // a new leader reads what was done, rather than trusting what it remembers
-	var following stdsync.WaitGroup
-	following.Add(1)
-	go func() { defer following.Done(); s.obs.follow(ctx) }()
-	defer func() {
-		s.leading.Store(false)
-		cancel()
-		following.Wait()
-		s.exec.work.Wait()
-	}()
+	defer cancel()
 	go func() {
 		select {
 		case <-lost:
@@ -280,12 +332,44 @@ func (s *Syncer) lead(ctx context.Context, lost <-chan struct{}) {
 		case <-ctx.Done():
 		}
 	}()
+	for {
+		err := s.keys.ensure(ctx, s.store, s.cfg.Now(), true)
+		if err == nil {
+			break
+		}
+		if errors.Is(err, ErrNotRootKey) || ctx.Err() != nil {
+			return err
+		}
+		s.log.Warn("root key not read; trying again", "err", err)
+		sleep(ctx, s.cfg.RetryBase)
+	}
+	s.leading.Store(true)
+	s.cfg.Metrics.Leading(true)
+	s.exec.forget() // a new leader reads what was done, rather than trusting what it remembers
+	var following stdsync.WaitGroup
+	following.Add(1)
+	go func() { defer following.Done(); s.obs.follow(ctx) }()
+	if s.notify != nil {
+		following.Add(1)
+		go func() { defer following.Done(); s.notify.run(ctx) }()
+	}
+	defer func() {
+		s.leading.Store(false)
+		s.cfg.Metrics.Leading(false)
+		cancel()
+		following.Wait()
+		s.exec.work.Wait()
+	}()
 	s.obs.ready(ctx) // never decide on a partial picture
 	failing := false
 	for ctx.Err() == nil {
 		world := s.obs.World()
+		if !s.keys.matches(world.KV.RootKey) {
+			return fmt.Errorf("%w: Consul names root key %s (rotated?)", ErrNotRootKey, world.KV.RootKey.Fingerprint)
+		}
 		dec := Reconcile(Input{World: world, Memory: s.exec.Memory(), Policy: s.policy()})
 		wrote, err := s.exec.Apply(ctx, dec.Actions)
+		s.notify.offer(world, s.exec.Memory()) // after Apply: the images it started are in flight
 		switch {
 		case err != nil && !failing && ctx.Err() == nil:
 			s.log.Warn("reconcile failing", "err", err)
@@ -300,6 +384,7 @@ func (s *Syncer) lead(ctx context.Context, lost <-chan struct{}) {
 		}
 		s.idle(ctx, dec.Wake, failing)
 	}
+	return nil
 }
 
 // idle waits for a change, the decision's wake time, or the safety interval.
@@ -334,6 +419,11 @@ func (s *Syncer) PollOnce(ctx context.Context) error {
 // ReconcileOnce reads Consul once (no blocking), decides and applies: one pass of the
 // leader. Image resolutions it starts run in the background.
 func (s *Syncer) ReconcileOnce(ctx context.Context) (wrote bool, more bool, err error) {
+	if s.keys.releaseIDKey() == nil {
+		if err := s.keys.ensure(ctx, s.store, s.cfg.Now(), true); err != nil {
+			return false, false, err
+		}
+	}
 	if err := s.obs.refresh(ctx); err != nil {
 		return false, false, err
 	}

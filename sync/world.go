@@ -28,6 +28,12 @@ type World struct {
 	Registrations map[string]state.InstanceCheck
 	Repos         []RepoView
 	Now           time.Time
+	// Config are the formations' config vars, opened with the root key (KV holds them
+	// sealed); ConfigErr the formations whose vars do not open. ReleaseIDKey is the key
+	// of the digest release IDs hold instead of the vars' values.
+	Config       map[string]map[string]string
+	ConfigErr    map[string]error
+	ReleaseIDKey []byte
 }
 
 // RepoView is one repository as the observer last saw it.
@@ -74,4 +80,7 @@ type Source struct {
 	Formation *schema.Formation
 	Trees     map[string]string
 	Err       error
+	// Detected is when the observer first read this file at this commit: the deploy
+	// timeline's first step.
+	Detected time.Time
 }

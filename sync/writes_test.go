@@ -34,6 +34,16 @@ func TestWritesProportionalToHostsTouched(t *testing.T) {
 		if err := consul.Client.Agent().PassTTL(state.HostCheckID(id), ""); err != nil {
 			t.Fatal(err)
 		}
+		trustHost(t, state.NewStore(consul.Client, ""), id)
+	}
+
+	// The installation's root key is published once, by the first leader: not part of a deploy.
+	first, err := sync.New(sync.Config{Key: rootKey, DataDir: t.TempDir()}, store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := first.ReconcileOnce(ctx); err != nil {
+		t.Fatal(err)
 	}
 
 	var report []string
@@ -43,7 +53,7 @@ func TestWritesProportionalToHostsTouched(t *testing.T) {
 		repo.Commit(map[string]string{"gilliam.yml": fmt.Sprintf(
 			"formation: %s\nservices:\n  web:\n    image: %s\n    scale: %d\n    resources: {cpu: 10m, memory: 8Mi}\n",
 			formation, ref, scale)}, "init")
-		s, err := sync.New(sync.Config{Repos: []gitwatch.RepoConfig{{URL: repo.URL}}, DataDir: t.TempDir()}, store, nil)
+		s, err := sync.New(sync.Config{Key: rootKey, Repos: []gitwatch.RepoConfig{{URL: repo.URL}}, DataDir: t.TempDir()}, store, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -91,9 +101,10 @@ func TestWritesProportionalToHostsTouched(t *testing.T) {
 		}
 		scaled := diff(store.Writes(), before)
 
-		// Deploy: one release, desired (twice: latest, then deployments), status, history
-		// and one assignment per host in one transaction.
-		if deploy.Keys > int64(touched)+8 {
+		// Deploy: one release, desired (twice: latest, then deployments), status, observed,
+		// claim, routes, the deploy timeline, history and one assignment per host in one
+		// transaction.
+		if deploy.Keys > int64(touched)+9 {
 			t.Errorf("scale %d: the deploy wrote %d keys for %d hosts touched", scale, deploy.Keys, touched)
 		}
 		if scaled.Keys > 10+3 {

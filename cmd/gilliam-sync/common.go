@@ -13,18 +13,31 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/gilliam-sync/gilliam-sync/gitwatch"
+	"github.com/gilliam-sync/gilliam-sync/internal/metrics"
 	"github.com/gilliam-sync/gilliam-sync/state"
 )
 
+// storeFunc opens the store the flags name; a daemon passes its metrics, so its Consul
+// requests and their errors are counted (gilliam_consul_requests_total).
+type storeFunc func(m ...*metrics.Metrics) (*state.Store, error)
+
 // consulFlags adds the flags that reach Consul. The client otherwise follows Consul's own
 // environment: CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, CONSUL_CACERT and the rest.
-func consulFlags(fs *flag.FlagSet) func() (*state.Store, error) {
+func consulFlags(fs *flag.FlagSet) storeFunc {
 	addr := fs.String("consul", "", "Consul HTTP address (default $CONSUL_HTTP_ADDR, else 127.0.0.1:8500)")
 	prefix := fs.String("prefix", state.DefaultPrefix, "Consul KV prefix of gilliam-sync's state")
-	return func() (*state.Store, error) {
+	return func(m ...*metrics.Metrics) (*state.Store, error) {
 		cfg := api.DefaultConfig()
 		if *addr != "" {
 			cfg.Address = *addr
+		}
+		if len(m) > 0 && m[0] != nil && !strings.HasPrefix(cfg.Address, "unix://") {
+			hc, err := api.NewHttpClient(cfg.Transport, cfg.TLSConfig)
+			if err != nil {
+				return nil, fmt.Errorf("consul client: %w", err)
+			}
+			hc.Transport = m[0].Transport(hc.Transport)
+			cfg.HttpClient = hc
 		}
 		client, err := api.NewClient(cfg)
 		if err != nil {

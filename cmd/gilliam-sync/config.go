@@ -21,6 +21,10 @@ import (
 type daemonConfig struct {
 	// Data holds the repositories' caches, pack's home and the build logs.
 	Data string `yaml:"data"`
+	// KeyFile holds the installation's root key, which opens config vars (default
+	// <data>/sync.key, made at the first start; $GILLIAM_SYNC_KEY instead when set). Every
+	// sync daemon of an installation must have the same key.
+	KeyFile string `yaml:"key_file"`
 	// Registry is where images are published (host:port); Builder the buildpack builder.
 	Registry string `yaml:"registry"`
 	Builder  string `yaml:"builder"`

@@ -17,24 +17,26 @@ import (
 	"github.com/docker/docker/client"
 
 	"github.com/gilliam-sync/gilliam-sync/hostd"
-	"github.com/gilliam-sync/gilliam-sync/state"
+	"github.com/gilliam-sync/gilliam-sync/internal/metrics"
 )
 
 var hostCmd = &command{
 	name:    "host",
-	usage:   "[--id ID] [--consul ADDR] [--advertise IP] [--labels k=v,...] [--cpu N] [--memory M] [--data DIR] [--registry-auth FILE]",
+	usage:   "[--id ID] [--consul ADDR] [--advertise IP] [--labels k=v,...] [--cpu N] [--memory M] [--data DIR] [--registry-auth FILE] [--metrics ADDR] [--logs-listen ADDR --logs-token-file FILE]",
 	summary: "run the host daemon: this machine's assigned instances in Docker, registered in Consul",
 	run:     runHost,
 }
 
 // hostFlags are the host command's flags.
 type hostFlags struct {
-	id, advertise, cpu, memory, data, registryAuth               string
+	id, advertise, cpu, memory, data, registryAuth, meshListen   string
 	labels                                                       labelsFlag
 	ttl, deregisterAfter, stopTimeout, drainDelay, grace, resync time.Duration
 	imageGCGrace, unhealthyAfter                                 time.Duration
 	pidsLimit                                                    int64
-	store                                                        func() (*state.Store, error)
+	metrics                                                      *string
+	logs                                                         logsServeFlags
+	store                                                        storeFunc
 	logger                                                       func() (*slog.Logger, error)
 }
 
@@ -43,10 +45,11 @@ func defineHostFlags(fs *flag.FlagSet, stderr io.Writer) *hostFlags {
 	hostname, _ := os.Hostname()
 	fs.StringVar(&f.id, "id", hostname, "this host's id, in Consul and in container labels")
 	fs.StringVar(&f.advertise, "advertise", "", "IP address instances are published and registered on (default: the address of the interface of the default route, else 127.0.0.1)")
+	fs.StringVar(&f.meshListen, "mesh-listen", "", "address other hosts reach this host's instances through, over mutual TLS with Consul Connect certificates (docs/networking.md) (default: the advertise address, the port it had last time, else any free one)")
 	fs.Var(f.labels, "labels", "host labels for placement constraints, key=value,...")
 	fs.StringVar(&f.cpu, "cpu", "", "CPU this host offers to instances: cores (4, 1.5) or millicores (1500m) (default: every core)")
 	fs.StringVar(&f.memory, "memory", "", "memory this host offers to instances: 8Gi, 512Mi, 2G or bytes (default: all of it)")
-	fs.StringVar(&f.data, "data", defaultHostData(), "data directory: the last assignment and its releases, for a restart without Consul")
+	fs.StringVar(&f.data, "data", defaultHostData(), "data directory: the host key (host.key), the last assignment and its releases, for a restart without Consul")
 	fs.DurationVar(&f.ttl, "ttl", 5*time.Second, "TTL of the host's liveness check in Consul: a host silent this long is failing, and dead (its instances move) after the sync daemon's dead-after")
 	fs.DurationVar(&f.deregisterAfter, "deregister-after", time.Minute, "a host or instance critical for this long leaves Consul's catalog")
 	fs.DurationVar(&f.stopTimeout, "stop-timeout", 10*time.Second, "time an instance has between SIGTERM and SIGKILL")
@@ -57,6 +60,8 @@ func defineHostFlags(fs *flag.FlagSet, stderr io.Writer) *hostFlags {
 	fs.Int64Var(&f.pidsLimit, "pids-limit", hostd.DefaultPidsLimit, "the most processes one instance's container may have")
 	fs.DurationVar(&f.imageGCGrace, "image-gc-grace", hostd.DefaultImageGCGrace, "an image this host pulled is removed once no assignment has named it for this long (and no container uses it)")
 	fs.DurationVar(&f.unhealthyAfter, "unhealthy-after", hostd.DefaultUnhealthyAfter, "an instance whose check stays critical this long after its check grace is restarted")
+	f.metrics = metricsFlag(fs)
+	f.logs = addLogsServeFlags(fs, "this host's instance logs")
 	f.store = consulFlags(fs)
 	f.logger = logFlags(fs, stderr)
 	return f
@@ -88,7 +93,8 @@ func runHost(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stder
 	if !ok {
 		return code
 	}
-	store, err := f.store()
+	cfg.Metrics = metrics.New("host")
+	store, err := f.store(cfg.Metrics)
 	if err != nil {
 		fmt.Fprintln(stderr, "gilliam-sync host:", err)
 		return 1
@@ -99,10 +105,25 @@ func runHost(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stder
 		return 1
 	}
 	defer docker.Close()
+	logs, err := f.logs.open(cfg.Advertise)
+	if err != nil {
+		fmt.Fprintln(stderr, "gilliam-sync host:", err)
+		return 2
+	}
+	if logs != nil {
+		cfg.LogsURL = logs.url
+	}
 	d, err := hostd.New(cfg, store, docker)
 	if err != nil {
 		fmt.Fprintln(stderr, "gilliam-sync host:", err)
 		return 1
+	}
+	if _, err := serveMetrics(ctx, *f.metrics, cfg.Metrics, cfg.Logger); err != nil {
+		fmt.Fprintln(stderr, "gilliam-sync host:", err)
+		return 2
+	}
+	if logs != nil {
+		logs.serve(ctx, d.LogsHandler(logs.token), cfg.Logger)
 	}
 	if err := d.Run(ctx); err != nil {
 		cfg.Logger.Error("host daemon stopped", "err", err)
@@ -120,6 +141,7 @@ func (f *hostFlags) config() (hostd.Config, error) {
 		ID: f.id, Advertise: f.advertise, Labels: f.labels, Capacity: hostd.MachineCapacity(), DataDir: f.data,
 		HostTTL: f.ttl, DeregisterAfter: f.deregisterAfter, StopTimeout: f.stopTimeout, DrainDelay: drainOrNone(f.drainDelay), OrphanGrace: f.grace, Resync: f.resync,
 		PidsLimit: f.pidsLimit, ImageGCGrace: f.imageGCGrace, UnhealthyAfter: f.unhealthyAfter,
+		MeshListen: f.meshListen,
 	}
 	if f.pidsLimit <= 0 {
 		return hostd.Config{}, fmt.Errorf("--pids-limit %d: want a positive number", f.pidsLimit)

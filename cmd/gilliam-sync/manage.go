@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"regexp"
 	"sort"
 	"strconv"
@@ -13,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gilliam-sync/gilliam-sync/gitwatch"
+	"github.com/gilliam-sync/gilliam-sync/internal/seal"
 	"github.com/gilliam-sync/gilliam-sync/state"
 )
 
@@ -43,8 +46,8 @@ var scaleCmd = &command{
 
 var envCmd = &command{
 	name:    "env",
-	usage:   "set FORMATION KEY=VALUE... | unset FORMATION KEY... | list FORMATION [--reveal]",
-	summary: "config vars (secrets among them) merged over gilliam.yml's env into new releases",
+	usage:   "set FORMATION KEY - | set FORMATION KEY --from-file FILE | set FORMATION KEY=VALUE... | unset FORMATION KEY... | list FORMATION [--reveal --key-file F]",
+	summary: "config vars (secrets: sealed in Consul) merged over gilliam.yml's env into new releases",
 	run:     runEnv,
 }
 
@@ -294,7 +297,9 @@ func runScale(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stde
 var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 func runEnv(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr io.Writer) int {
-	reveal := fs.Bool("reveal", false, "list: print values (they are secrets: by default only names are shown)")
+	reveal := fs.Bool("reveal", false, "list: print values, opened with the root key (they are secrets: by default only names are shown)")
+	fromFile := fs.String("from-file", "", "set: the value of the one KEY named is this file's content (a final newline dropped)")
+	keySrc := rootKeyFlag(fs, ": list --reveal opens values with it")
 	return manageCommand("env", fs, args, stderr, func(ctx context.Context, st *state.Store, args []string) error {
 		if len(args) < 2 {
 			return usageError{"want set|unset|list FORMATION ..."}
@@ -309,10 +314,20 @@ func runEnv(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr
 			if len(c) == 0 {
 				fmt.Fprintf(stdout, "%s: no config vars\n", formation)
 			}
+			var root *seal.Key
+			if *reveal {
+				if root, _, err = keySrc.load(""); err != nil {
+					return fmt.Errorf("--reveal: %w", err)
+				}
+			}
 			for _, k := range sortedKeys(c) {
 				v := redacted
-				if *reveal {
-					v = c[k]
+				if root != nil {
+					plain, err := root.Open(c[k])
+					if err != nil {
+						return fmt.Errorf("config var %s: %w", k, err)
+					}
+					v = string(plain)
 				}
 				fmt.Fprintf(stdout, "%s=%s\n", k, v)
 			}
@@ -324,18 +339,30 @@ func runEnv(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr
 		if len(rest) == 0 {
 			return usageError{"name at least one variable"}
 		}
-		set := map[string]string{}
-		for _, a := range rest {
-			k, v, ok := strings.Cut(a, "=")
-			if verb == "set" && !ok {
-				return usageError{fmt.Sprintf("%q: want KEY=VALUE", a)}
-			}
-			if !envName.MatchString(k) {
-				return usageError{fmt.Sprintf("%q is not a valid variable name", k)}
-			}
-			set[k] = v
+		set, err := envValues(verb, rest, *fromFile, stdin)
+		if err != nil {
+			return err
 		}
-		err := st.UpdateConfig(ctx, formation, func(c map[string]string) {
+		if verb == "set" {
+			// Sealed here, to the installation's root key: Consul never sees a value.
+			rk, _, err := st.RootKey(ctx)
+			if err != nil {
+				return err
+			}
+			if rk == nil {
+				return errors.New("the installation has no root key yet: start a sync daemon (it publishes the key when it first leads), then set config vars")
+			}
+			pub, err := seal.ParsePublic(rk.Public)
+			if err != nil {
+				return fmt.Errorf("root key in Consul: %w", err)
+			}
+			for k, v := range set {
+				if set[k], err = seal.Seal(pub, []byte(v)); err != nil {
+					return err
+				}
+			}
+		}
+		err = st.UpdateConfig(ctx, formation, func(c map[string]string) {
 			for k, v := range set {
 				if verb == "set" {
 					c[k] = v
@@ -352,6 +379,65 @@ func runEnv(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr
 		return st.AddEvents(ctx, formation, state.Event{Time: time.Now().UTC(), What: "config " + verb + " " + strings.Join(names, ", ")})
 	})(ctx)
 }
+
+// envValues reads what env set or unset is given: KEY=VALUE pairs, or one KEY whose value
+// is read from stdin ("-") or a file (--from-file), so that it is never on a command line
+// (ps, shell history). A value read is taken whole but for one final newline.
+func envValues(verb string, rest []string, fromFile string, stdin io.Reader) (map[string]string, error) {
+	set := map[string]string{}
+	check := func(k string) error {
+		if !envName.MatchString(k) {
+			return usageError{fmt.Sprintf("%q is not a valid variable name", k)}
+		}
+		return nil
+	}
+	read := func(k string, r io.Reader, from string) (map[string]string, error) {
+		if err := check(k); err != nil {
+			return nil, err
+		}
+		b, err := io.ReadAll(io.LimitReader(r, maxConfigValue+1))
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", from, err)
+		}
+		if len(b) > maxConfigValue {
+			return nil, fmt.Errorf("%s: a config var's value is at most %d bytes", from, maxConfigValue)
+		}
+		b = bytes.TrimSuffix(b, []byte("\n"))
+		return map[string]string{k: string(b)}, nil
+	}
+	switch {
+	case verb == "set" && fromFile != "":
+		if len(rest) != 1 || strings.Contains(rest[0], "=") {
+			return nil, usageError{"--from-file sets one variable: env set FORMATION KEY --from-file FILE"}
+		}
+		f, err := os.Open(fromFile)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		return read(rest[0], f, fromFile)
+	case verb == "set" && len(rest) == 2 && rest[1] == "-":
+		return read(rest[0], stdin, "stdin")
+	}
+	for _, a := range rest {
+		k, v, ok := strings.Cut(a, "=")
+		if verb == "set" && !ok {
+			return nil, usageError{fmt.Sprintf("%q: want KEY=VALUE, KEY - (the value from stdin) or KEY --from-file FILE", a)}
+		}
+		if err := check(k); err != nil {
+			return nil, err
+		}
+		set[k] = v
+	}
+	return set, nil
+}
+
+// maxConfigValue bounds one config var's value (Consul's values are at most 512 KiB, and
+// a formation's config vars share one).
+const maxConfigValue = 64 << 10
+
+// stdin is where env set reads a value given as "-" (tests replace it).
+var stdin io.Reader = os.Stdin
 
 // redacted stands for a secret's value wherever it would be shown.
 const redacted = "<redacted>"
@@ -407,6 +493,8 @@ func runCanary(ctx context.Context, fs *flag.FlagSet, args []string, stdout, std
 			}
 			if ds := d.Services[service]; rel == ds.Target() {
 				return fmt.Errorf("release %s is what %s/%s runs already: a canary is another release", short(rel), formation, service)
+			} else if ds.Exclusive {
+				return fmt.Errorf("%s/%s keeps volumes: a canary would share its instances' volumes, which two processes never do", formation, service)
 			}
 			what = fmt.Sprintf("canary of release %s at scale %d", short(rel), *scale)
 			err = updateService(ctx, st, formation, service, func(ds *state.DesiredService) error {

@@ -30,6 +30,7 @@ func runPlan(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stder
 	registry := fs.String("registry", "127.0.0.1:5000", "registry the images are published to, where built images are looked for")
 	builder := fs.String("builder", build.DefaultBuilder, "buildpack builder image (its ID is part of an image's source tag)")
 	output := fs.String("output", "text", "output format: text or json")
+	keySrc := rootKeyFlag(fs, ": it opens config vars, which release IDs depend on; without it a formation with config vars plans no deploy")
 	return manageCommand("plan", fs, args, stderr, func(ctx context.Context, store *state.Store, positional []string) error {
 		if len(positional) > 0 || *repo.url == "" {
 			return usageError{"want --repo URL|PATH"}
@@ -61,7 +62,11 @@ func runPlan(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stder
 			return err
 		}
 		defer b.Close()
-		plan, err := sync.Plan(ctx, store, b, cache, *repo.ref, *repo.file, cfg.Files, *commit, time.Now(), sync.Config{}.Policy())
+		root, _, err := keySrc.load("")
+		if err != nil {
+			root = nil // planned without config vars: the plan says so for a formation that has some
+		}
+		plan, err := sync.Plan(ctx, store, root, b, cache, *repo.ref, *repo.file, cfg.Files, *commit, time.Now(), sync.Config{}.Policy())
 		if err != nil {
 			return err
 		}

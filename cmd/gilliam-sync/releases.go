@@ -57,8 +57,18 @@ func runReleases(ctx context.Context, fs *flag.FlagSet, args []string, stdout, s
 					out = append(out, e)
 				}
 			}
+			timeline, err := st.Timeline(ctx, formation)
+			if err != nil {
+				return err
+			}
+			var tl []state.Timeline
+			for _, t := range timeline {
+				if only == "" || t.Service == only {
+					tl = append(tl, t)
+				}
+			}
 			if *output == "json" {
-				return json.NewEncoder(stdout).Encode(out)
+				return json.NewEncoder(stdout).Encode(historyView{Events: out, Timeline: tl})
 			}
 			for _, e := range out {
 				svc := e.Service
@@ -67,6 +77,7 @@ func runReleases(ctx context.Context, fs *flag.FlagSet, args []string, stdout, s
 				}
 				fmt.Fprintf(stdout, "%s  %-10s %s\n", e.Time.Local().Format("2006-01-02 15:04:05"), svc, e.What)
 			}
+			printTimeline(stdout, tl)
 			return nil
 		}
 		views, err := releaseViews(ctx, st, formation, only)

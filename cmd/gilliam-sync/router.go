@@ -14,6 +14,7 @@ import (
 	stdsync "sync"
 	"time"
 
+	"github.com/gilliam-sync/gilliam-sync/internal/metrics"
 	"github.com/gilliam-sync/gilliam-sync/router"
 	"github.com/gilliam-sync/gilliam-sync/state"
 )
@@ -28,9 +29,9 @@ var routerCmd = &command{
 // routerFlags are the router's flags: `router` takes them all, `up` the ones that matter
 // on one machine, under a router- prefix.
 type routerFlags struct {
-	listen, httpsListen, tlsDir, metricsListen, domain *string
-	redirectHTTPS, accessLog                           *bool
-	firstByte, rolling, dial, watchWait, staleAfter    *time.Duration
+	listen, httpsListen, tlsDir, metricsListen, metrics, domain *string
+	redirectHTTPS, accessLog                                    *bool
+	firstByte, rolling, dial, watchWait, staleAfter             *time.Duration
 }
 
 func addRouterFlags(fs *flag.FlagSet, prefix, listen string) routerFlags {
@@ -40,7 +41,7 @@ func addRouterFlags(fs *flag.FlagSet, prefix, listen string) routerFlags {
 		accessLog: fs.Bool(prefix+"access-log", true, "log one line per request (in --log-format)"),
 	}
 	if prefix != "" {
-		f.httpsListen, f.tlsDir, f.metricsListen = new(string), new(string), new(string)
+		f.httpsListen, f.tlsDir, f.metricsListen, f.metrics = new(string), new(string), new(string), new(string)
 		f.redirectHTTPS = new(bool)
 		for _, d := range []**time.Duration{&f.firstByte, &f.rolling, &f.dial, &f.watchWait, &f.staleAfter} {
 			*d = new(time.Duration)
@@ -50,7 +51,8 @@ func addRouterFlags(fs *flag.FlagSet, prefix, listen string) routerFlags {
 	f.httpsListen = fs.String("https-listen", "", "address the router serves HTTPS on (needs --tls-dir); empty: none")
 	f.tlsDir = fs.String("tls-dir", "", "folder of NAME.crt and NAME.key pairs (PEM), served by SNI from the names in each certificate")
 	f.redirectHTTPS = fs.Bool("redirect-https", false, "answer plain HTTP with a redirect to HTTPS (ACME HTTP-01 challenges excepted)")
-	f.metricsListen = fs.String("metrics-listen", "", "address serving /metrics (Prometheus text: routes, watch staleness, requests); empty: none")
+	f.metrics = metricsFlag(fs)
+	f.metricsListen = fs.String("metrics-listen", "", "the former name of --metrics")
 	f.firstByte = fs.Duration("first-byte-timeout", router.DefaultFirstByteTimeout, "how long an instance has to send its response headers")
 	f.rolling = fs.Duration("rolling-timeout", router.DefaultRollingTimeout, "how long a response may stop moving before it is cut")
 	f.dial = fs.Duration("dial-timeout", router.DefaultDialTimeout, "how long a connection to an instance may take before another is tried")
@@ -74,12 +76,13 @@ func runRouter(ctx context.Context, fs *flag.FlagSet, args []string, stdout, std
 		fmt.Fprintln(stderr, "gilliam-sync router:", err)
 		return 2
 	}
-	store, err := newStore()
+	m := metrics.New("router")
+	store, err := newStore(m)
 	if err != nil {
 		fmt.Fprintln(stderr, "gilliam-sync router:", err)
 		return 1
 	}
-	if err := serveRouter(ctx, flags, store, log, nil); err != nil {
+	if err := serveRouter(ctx, flags, store, m, log, nil); err != nil {
 		log.Error("gilliam-sync router stopped", "err", err)
 		return 1
 	}
@@ -91,9 +94,10 @@ var errRouterListen = errors.New("cannot listen")
 
 // serveRouter runs a router until ctx ends: its Consul watches and its listeners. listening,
 // when set, gets the HTTP address once it is bound.
-func serveRouter(ctx context.Context, f routerFlags, store *state.Store, log *slog.Logger, listening func(addr string)) error {
+func serveRouter(ctx context.Context, f routerFlags, store *state.Store, m *metrics.Metrics, log *slog.Logger, listening func(addr string)) error {
 	cfg := router.Config{
-		Consul: store.Client(), Prefix: store.Prefix(), Domain: *f.domain,
+		Metrics: m,
+		Consul:  store.Client(), Prefix: store.Prefix(), Domain: *f.domain,
 		FirstByteTimeout: *f.firstByte, RollingTimeout: *f.rolling, DialTimeout: *f.dial,
 		WatchWait: *f.watchWait, StaleAfter: *f.staleAfter,
 		Logger: log.With("component", "router"),
@@ -193,10 +197,13 @@ func serveRouter(ctx context.Context, f routerFlags, store *state.Store, log *sl
 		log.Info("router serving", "https", a.String())
 		advertise("https", a)
 	}
-	if *f.metricsListen != "" {
+	if *f.metrics == "" {
+		*f.metrics = *f.metricsListen
+	}
+	if *f.metrics != "" {
 		mux := http.NewServeMux()
-		mux.Handle("/metrics", r.MetricsHandler())
-		a, err := serve("metrics", *f.metricsListen, mux, nil)
+		mux.Handle("/metrics", m.Handler())
+		a, err := serve("metrics", *f.metrics, mux, nil)
 		if err != nil {
 			cancel()
 			wg.Wait()

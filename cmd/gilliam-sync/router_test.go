@@ -16,6 +16,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/gilliam-sync/gilliam-sync/internal/names"
 	"github.com/gilliam-sync/gilliam-sync/internal/testenv"
 	"github.com/gilliam-sync/gilliam-sync/router"
 	"github.com/gilliam-sync/gilliam-sync/state"
@@ -31,7 +32,7 @@ func TestRouterCommandAndStatusURLs(t *testing.T) {
 	u, _ := url.Parse(inst.URL)
 	port, _ := strconv.Atoi(u.Port())
 	if err := c.Client.Agent().ServiceRegister(&api.AgentServiceRegistration{
-		ID: "hello-web-0@h", Name: "hello-web", Address: u.Hostname(), Port: port, Tags: []string{router.TagInstance},
+		ID: "hello-web-0@h", Name: "hello-web", Address: u.Hostname(), Port: port, Tags: []string{router.TagInstance, names.InstallationTag(names.DefaultInstallation)},
 		Meta: map[string]string{router.MetaFormation: "hello", router.MetaService: "web", "instance": "hello-web-0"},
 	}); err != nil {
 		t.Fatal(err)

@@ -35,7 +35,12 @@ type formationView struct {
 	Commit      string         `json:"commit,omitempty"`
 	Deployed    string         `json:"deployed,omitempty"`
 	Error       string         `json:"error,omitempty"`
-	Services    []serviceView  `json:"services"`
+	// Forge is how the commit statuses and pull-request comments about the formation
+	// stand on its forge (docs/observability.md).
+	Forge    []state.ForgeDelivery `json:"forge,omitempty"`
+	Services []serviceView         `json:"services"`
+	// OneOffs are the one-off processes of the formation there are now (gilliam-sync run).
+	OneOffs []oneOffView `json:"one_offs,omitempty"`
 }
 
 type serviceView struct {
@@ -53,9 +58,13 @@ type serviceView struct {
 	Canary  *state.Canary  `json:"canary,omitempty"`
 	Rollout *state.Rollout `json:"rollout,omitempty"`
 	// Scale is the target; ScaleByHand tells it was set with gilliam-sync scale.
-	Scale       int            `json:"scale"`
-	ScaleByHand bool           `json:"scale_by_hand,omitempty"`
-	Instances   []instanceView `json:"instances"`
+	Scale       int  `json:"scale"`
+	ScaleByHand bool `json:"scale_by_hand,omitempty"`
+	// ReleasePhase is the latest release's release phase, when it has one.
+	ReleasePhase *state.PhaseRun `json:"release_phase,omitempty"`
+	Instances    []instanceView  `json:"instances"`
+	// Deploy is the deploy timeline of the service's newest release.
+	Deploy *state.Timeline `json:"deploy,omitempty"`
 }
 
 type instanceView struct {
@@ -103,6 +112,17 @@ func runStatus(ctx context.Context, fs *flag.FlagSet, args []string, stdout, std
 		fmt.Fprintln(stderr, "gilliam-sync status:", err)
 		return 1
 	}
+	oneOffs, err := collectOneOffs(ctx, store, only)
+	if err != nil {
+		fmt.Fprintln(stderr, "gilliam-sync status:", err)
+	}
+	for i := range views {
+		for _, o := range oneOffs {
+			if o.Formation == views[i].Name {
+				views[i].OneOffs = append(views[i].OneOffs, o)
+			}
+		}
+	}
 	switch *output {
 	case "json":
 		enc := json.NewEncoder(stdout)
@@ -110,6 +130,7 @@ func runStatus(ctx context.Context, fs *flag.FlagSet, args []string, stdout, std
 		enc.Encode(views)
 	case "text":
 		printStatus(stdout, views)
+		printOneOffs(stdout, oneOffs)
 		if only == "" {
 			printRefused(ctx, stdout, store)
 		}
@@ -161,9 +182,16 @@ func collectStatus(ctx context.Context, store *state.Store, only string) ([]form
 		}
 	}
 
+	forgeOf := map[string][]state.ForgeDelivery{}
+	if r, err := store.ForgeReport(ctx); err == nil {
+		for _, d := range r.Deliveries {
+			forgeOf[d.Formation] = append(forgeOf[d.Formation], d)
+		}
+	}
+
 	var views []formationView
 	for _, name := range names {
-		v := formationView{Name: name}
+		v := formationView{Name: name, Forge: forgeOf[name]}
 		if st, err := store.FormationStatus(ctx, name); err != nil {
 			return nil, err
 		} else if st != nil {
@@ -182,6 +210,7 @@ func collectStatus(ctx context.Context, store *state.Store, only string) ([]form
 			continue
 		}
 		instances := d.Instances()
+		timeline, _ := store.Timeline(ctx, name) // without it, status shows the rest
 		var services []string
 		for s := range d.Services {
 			services = append(services, s)
@@ -190,7 +219,7 @@ func collectStatus(ctx context.Context, store *state.Store, only string) ([]form
 		for _, s := range services {
 			ds := d.Services[s]
 			sv := serviceView{Name: s, Deployments: ds.Deployments, Latest: ds.Latest, Failed: ds.Failed,
-				Rollout: ds.Rollout, Scale: ds.Scale(), ScaleByHand: ds.ScaleOverride != nil, Canary: ds.Canary}
+				Rollout: ds.Rollout, Scale: ds.Scale(), ScaleByHand: ds.ScaleOverride != nil, Canary: ds.Canary, ReleasePhase: ds.ReleasePhase}
 			if ds.Pin != nil {
 				sv.Pinned = ds.Pin.Release
 			}
@@ -206,6 +235,7 @@ func collectStatus(ctx context.Context, store *state.Store, only string) ([]form
 				web, domains = rs.Web == s || rs.Web == "" && web, rs.Domains
 			}
 			sv.URLs = router.URLs(listeners, name, s, internal, web, domains)
+			sv.Deploy = latestTimeline(timeline, s)
 			health := serviceHealth(store.Client(), state.ServiceName(name, s))
 			for _, inst := range instances {
 				if inst.Service != s {
@@ -284,6 +314,20 @@ func printStatus(w io.Writer, views []formationView) {
 				fmt.Fprintf(w, "    %s\n", line)
 			}
 		}
+		for _, d := range v.Forge {
+			fmt.Fprintf(w, "  forge: %s", d.What)
+			if d.Commit != "" {
+				fmt.Fprintf(w, " %s on %s", d.State, short(d.Commit))
+			}
+			switch {
+			case d.Error != "":
+				fmt.Fprintf(w, ": failing since %s ago (%d attempts): %s\n", time.Since(d.Since).Round(time.Second), d.Attempts, d.Error)
+			case d.Delivered:
+				fmt.Fprintln(w, ": delivered")
+			default:
+				fmt.Fprintln(w, ": being delivered")
+			}
+		}
 		for _, s := range v.Services {
 			var deps []string
 			for _, d := range s.Deployments {
@@ -303,6 +347,9 @@ func printStatus(w io.Writer, views []formationView) {
 			if r := s.Rollout; r != nil {
 				fmt.Fprintf(w, "    roll-out (%s) from %s to %s, started %s ago\n", r.Cause, orDash(short(r.From)), short(r.To), time.Since(r.Started).Round(time.Second))
 			}
+			if s.Deploy != nil {
+				fmt.Fprintf(w, "    deploy of %s: %s\n", short(s.Deploy.Release), timelineText(*s.Deploy))
+			}
 			if c := s.Canary; c != nil {
 				fmt.Fprintf(w, "    canary: release %s at scale %d beside the service's own, since %s ago; gilliam-sync canary promote|abort %s %s\n",
 					short(c.Release), c.Scale, time.Since(c.Since).Round(time.Second), v.Name, s.Name)
@@ -314,6 +361,7 @@ func printStatus(w io.Writer, views []formationView) {
 			if s.Failed != "" && s.Failed == s.Latest {
 				fmt.Fprintf(w, "    roll-out of the latest release %s failed and was reverted; push a fix\n", short(s.Failed))
 			}
+			printPhase(w, s.ReleasePhase)
 			if len(s.Instances) == 0 {
 				continue
 			}

@@ -14,6 +14,11 @@ func TestPrintStatus(t *testing.T) {
 	views := []formationView{{
 		Name: "shop-pr-7", Preview: &state.Preview{Of: "shop", PR: 7, TTL: 72 * time.Hour, Updated: time.Now()},
 		Repo: "https://git.example.com/shop.git", Ref: "refs/pull/7/head", Commit: "0123456789abcdef", Deployed: "0123456789abcdef",
+		Forge: []state.ForgeDelivery{
+			{What: "gilliam/shop-pr-7", Commit: "0123456789abcdef", State: "success", Delivered: true},
+			{What: "pull request 7 comment (shop-pr-7)", Error: "POST /repos/acme/shop/issues/7/comments: 403 Resource not accessible by integration",
+				Attempts: 4, Since: time.Now().Add(-time.Minute)},
+		},
 		Services: []serviceView{{
 			Name: "web", Scale: 2, Deployments: []state.Deployment{{Release: "aaaaaaaaaaaaaaaa", Scale: 2}},
 			Latest: "bbbbbbbbbbbbbbbb", Pinned: "aaaaaaaaaaaaaaaa",
@@ -33,6 +38,8 @@ func TestPrintStatus(t *testing.T) {
 		"crash-loop (exit 3)",
 		"panic: no DATABASE_URL",
 		"cannot be placed: memory exhausted on 3 hosts",
+		"forge: gilliam/shop-pr-7 success on 0123456789ab: delivered",
+		"forge: pull request 7 comment (shop-pr-7): failing since 1m0s ago (4 attempts): POST /repos/acme/shop/issues/7/comments: 403",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status does not say %q:\n%s", want, out)

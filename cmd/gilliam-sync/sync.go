@@ -14,6 +14,8 @@ import (
 
 	"github.com/gilliam-sync/gilliam-sync/build"
 	"github.com/gilliam-sync/gilliam-sync/gitwatch"
+	"github.com/gilliam-sync/gilliam-sync/internal/metrics"
+	"github.com/gilliam-sync/gilliam-sync/internal/seal"
 	"github.com/gilliam-sync/gilliam-sync/state"
 	"github.com/gilliam-sync/gilliam-sync/sync"
 )
@@ -37,7 +39,10 @@ func runSync(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stder
 	lockDelay := fs.Duration("lock-delay", 5*time.Second, "Consul lock delay after a leader's session ends")
 	livenessTTL := fs.Duration("liveness-ttl", 5*time.Second, "TTL of the daemon's own Consul check, which the leader's session is bound to: a dead leader loses the lock within it")
 	deadAfter := fs.Duration("dead-after", 10*time.Second, "a host failing its liveness check this long is dead: its instances move")
+	keySrc := rootKeyFlag(fs, "; default: <data>/sync.key, made at the first start")
 	hooks := fs.String("webhooks-listen", "", "address of the webhook receiver (/hooks/github, /hooks/gitlab, /hooks/gitea); empty: none")
+	metricsAddr := metricsFlag(fs)
+	logsF := addLogsServeFlags(fs, "this daemon's build logs")
 	newStore := consulFlags(fs)
 	logger := logFlags(fs, stderr)
 	if positional, err := parseArgs(fs, args); err != nil {
@@ -79,21 +84,42 @@ func runSync(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stder
 			return 2
 		}
 	}
-	store, err := newStore()
+	if *keySrc.file != "" {
+		cfg.KeyFile = *keySrc.file
+	}
+	m := metrics.New("sync")
+	store, err := newStore(m)
 	if err != nil {
 		log.Error("consul", "err", err)
 		return 1
 	}
-	if err := runSyncDaemon(ctx, cfg, store, log); err != nil {
+	if _, err := serveMetrics(ctx, *metricsAddr, m, log); err != nil {
+		fmt.Fprintln(stderr, "gilliam-sync sync:", err)
+		return 2
+	}
+	logs, err := logsF.open(defaultAdvertise())
+	if err != nil {
+		fmt.Fprintln(stderr, "gilliam-sync sync:", err)
+		return 2
+	}
+	if err := runSyncDaemon(ctx, cfg, store, log, syncExtras{metrics: m, logs: logs}); err != nil {
 		log.Error("sync stopped", "err", err)
 		return 1
 	}
 	return 0
 }
 
+// syncExtras are what a sync daemon gets besides its configuration: its metrics, and the
+// listener its build logs are served on (nil: none; up serves them on its own).
+type syncExtras struct {
+	metrics *metrics.Metrics
+	logs    *logsServer
+	logsURL string
+}
+
 // runSyncDaemon runs the builder, the syncer and the webhook receiver of a configuration
 // until ctx ends.
-func runSyncDaemon(ctx context.Context, cfg *daemonConfig, store *state.Store, log *slog.Logger) error {
+func runSyncDaemon(ctx context.Context, cfg *daemonConfig, store *state.Store, log *slog.Logger, x syncExtras) error {
 	iso, err := cfg.buildIsolation()
 	if err != nil {
 		return err
@@ -105,11 +131,20 @@ func runSyncDaemon(ctx context.Context, cfg *daemonConfig, store *state.Store, l
 		return err
 	}
 	defer builder.Close()
-	sc := sync.Config{
+	root, reload, err := cfg.rootKey()
+	if err != nil {
+		return err
+	}
+	log.Info("root key", "fingerprint", root.Public().Fingerprint(), "source", cfg.keySource())
+	sc := sync.Config{Key: root, ReloadKey: reload,
 		Repos: cfg.Repos, DataDir: cfg.Data, Interval: cfg.Interval,
 		ID: cfg.Leader.ID, LockTTL: cfg.Leader.LockTTL, LockDelay: cfg.Leader.LockDelay, LivenessTTL: cfg.Leader.LivenessTTL,
 		KeepReleases: cfg.Releases.Keep, MaxPreviews: cfg.Previews.Max, MaxInstances: cfg.Limits.InstancesPerFormation,
-		Logger: log.With("component", "sync"), Failpoint: failpoint(log),
+		Logger: log.With("component", "sync"), Failpoint: failpoint(log), Metrics: x.metrics, LogsURL: x.logsURL,
+	}
+	if x.logs != nil {
+		sc.LogsURL = x.logs.url
+		x.logs.serve(ctx, buildLogsHandler(filepath.Join(cfg.Data, "build"), x.logs.token), log)
 	}
 	sc.Placement.Binpack, sc.Placement.DeadAfter = cfg.Placement.Binpack, cfg.Placement.DeadAfter
 	syncer, err := sync.New(sc, store, builder)
@@ -117,7 +152,9 @@ func runSyncDaemon(ctx context.Context, cfg *daemonConfig, store *state.Store, l
 		return err
 	}
 	if cfg.Webhooks.Listen != "" {
-		hooks, err := gitwatch.Listen(cfg.Webhooks, gitwatch.NewWebhooks(syncer.Watchers(), log.With("component", "webhooks")), log.With("component", "webhooks"))
+		wh := gitwatch.NewWebhooks(syncer.Watchers(), log.With("component", "webhooks"))
+		wh.Metrics = x.metrics
+		hooks, err := gitwatch.Listen(cfg.Webhooks, wh, log.With("component", "webhooks"))
 		if err != nil {
 			return err
 		}
@@ -184,4 +221,40 @@ func failpoint(log *slog.Logger) func(string) {
 			time.Sleep(time.Hour)
 		}
 	}
+}
+
+// rootKey reads the daemon's root key: $GILLIAM_SYNC_KEY when set, else the key file
+// (made when missing); reload reads the file again (nil for the environment).
+func (c *daemonConfig) rootKey() (*seal.Key, func() (*seal.Key, error), error) {
+	if env := os.Getenv(keyEnv); env != "" && c.KeyFile == "" {
+		k, err := seal.ParseKey(env)
+		if err != nil {
+			return nil, nil, fmt.Errorf("$%s: %w", keyEnv, err)
+		}
+		return k, nil, nil
+	}
+	path := c.KeyFile
+	if path == "" {
+		path = filepath.Join(c.Data, "sync.key")
+	}
+	k, _, err := seal.LoadKeyFile(path, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	reload := func() (*seal.Key, error) {
+		k, _, err := seal.LoadKeyFile(path, false)
+		return k, err
+	}
+	return k, reload, nil
+}
+
+// keySource says where rootKey reads the key, for the log.
+func (c *daemonConfig) keySource() string {
+	switch {
+	case c.KeyFile != "":
+		return c.KeyFile
+	case os.Getenv(keyEnv) != "":
+		return "$" + keyEnv
+	}
+	return filepath.Join(c.Data, "sync.key")
 }

@@ -21,8 +21,9 @@ import (
 	"github.com/gilliam-sync/gilliam-sync/build"
 	"github.com/gilliam-sync/gilliam-sync/gitwatch"
 	"github.com/gilliam-sync/gilliam-sync/hostd"
+	"github.com/gilliam-sync/gilliam-sync/internal/logstream"
+	"github.com/gilliam-sync/gilliam-sync/internal/metrics"
 	"github.com/gilliam-sync/gilliam-sync/internal/registry"
-	"github.com/gilliam-sync/gilliam-sync/state"
 )
 
 var upCmd = &command{
@@ -44,6 +45,8 @@ func runUp(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr 
 	labels := labelsFlag{}
 	fs.Var(labels, "labels", "host labels, key=value,...")
 	routerF := addRouterFlags(fs, "router-", "127.0.0.1:8080")
+	metricsAddr := metricsFlag(fs)
+	logsListen := fs.String("logs-listen", "127.0.0.1:0", "address serving instance and build logs to `gilliam-sync logs` (its token is DATA/logs-token); empty: none")
 	store := consulFlags(fs)
 	logger := logFlags(fs, stderr)
 	if positional, err := parseArgs(fs, args); err != nil {
@@ -65,7 +68,7 @@ func runUp(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr 
 	if err := up(ctx, upConfig{
 		repo: repo.config(), data: *data, builder: *builder, registry: *reg,
 		registryListen: *regListen, hostID: *hostID, advertise: *advertise, labels: labels,
-		router: routerF,
+		router: routerF, metrics: *metricsAddr, logsListen: *logsListen,
 	}, store, log); err != nil {
 		log.Error("gilliam-sync up stopped", "err", err)
 		return 1
@@ -80,19 +83,35 @@ type upConfig struct {
 	labels                                  map[string]string
 	// router: the router's flags; its --router-listen empty runs no router.
 	router routerFlags
+	// metrics is the address of /metrics (empty: none); logsListen of the logs endpoint.
+	metrics, logsListen string
 }
 
-func up(ctx context.Context, c upConfig, newStore func() (*state.Store, error), log *slog.Logger) error {
+func up(ctx context.Context, c upConfig, newStore storeFunc, log *slog.Logger) error {
 	data, err := filepath.Abs(c.data)
 	if err != nil {
 		return err
 	}
-	store, err := newStore()
+	m := metrics.New("up")
+	store, err := newStore(m)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if _, err := serveMetrics(ctx, c.metrics, m, log); err != nil {
+		return err
+	}
+	var logs *logsServer
+	if c.logsListen != "" {
+		token, err := logstream.LoadOrCreateToken(filepath.Join(data, "logs-token"))
+		if err != nil {
+			return err
+		}
+		if logs, err = listenLogs(c.logsListen, "", c.advertise, token); err != nil {
+			return err
+		}
+	}
 	var wg stdsync.WaitGroup
 	errc := make(chan error, 4)
 	run := func(name string, f func(context.Context) error) {
@@ -152,10 +171,14 @@ func up(ctx context.Context, c upConfig, newStore func() (*state.Store, error), 
 		return fmt.Errorf("docker client: %w", err)
 	}
 	defer docker.Close()
-	host, err := hostd.New(hostd.Config{
+	hc := hostd.Config{
 		ID: c.hostID, Advertise: c.advertise, Labels: c.labels, Capacity: hostd.MachineCapacity(),
-		DataDir: filepath.Join(data, "host"), Logger: log.With("component", "hostd"), RegistryAuth: pullAuth,
-	}, store, docker)
+		DataDir: filepath.Join(data, "host"), Logger: log.With("component", "hostd"), RegistryAuth: pullAuth, Metrics: m,
+	}
+	if logs != nil {
+		hc.LogsURL = logs.url
+	}
+	host, err := hostd.New(hc, store, docker)
 	if err != nil {
 		return err
 	}
@@ -166,10 +189,19 @@ func up(ctx context.Context, c upConfig, newStore func() (*state.Store, error), 
 		return err
 	}
 	run("hostd", host.Run)
-	run("sync", func(ctx context.Context) error { return runSyncDaemon(ctx, cfg, store, log) })
+	x := syncExtras{metrics: m}
+	if logs != nil {
+		// One listener for both: the host's instance logs and the builder's build logs.
+		mux := http.NewServeMux()
+		mux.Handle(logstream.Path, host.LogsHandler(logs.token))
+		mux.Handle(logstream.BuildPath, buildLogsHandler(filepath.Join(cfg.Data, "build"), logs.token))
+		logs.serve(ctx, mux, log)
+		x.logsURL = logs.url
+	}
+	run("sync", func(ctx context.Context) error { return runSyncDaemon(ctx, cfg, store, log, x) })
 	if *c.router.listen != "" {
 		run("router", func(ctx context.Context) error {
-			err := serveRouter(ctx, c.router, store, log, func(addr string) {
+			err := serveRouter(ctx, c.router, store, m, log, func(addr string) {
 				_, port, _ := net.SplitHostPort(addr)
 				log.Info("router: every formation at http://<formation>."+*c.router.domain+":"+port+"/", "example", "http://hello."+*c.router.domain+":"+port+"/")
 			})

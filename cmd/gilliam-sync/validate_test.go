@@ -83,7 +83,7 @@ func TestValidateJSON(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &res); err != nil || code != 0 || stderr != "" {
 		t.Fatalf("exit %d, %v, stdout %q, stderr %q", code, err, stdout, stderr)
 	}
-	if !res.Valid || res.Formation != "counter" || strings.Join(res.Services, ",") != "redis,web" || res.Errors == nil || len(res.Errors) != 0 {
+	if !res.Valid || res.Formation != "counter" || strings.Join(res.Services, ",") != "store,web" || res.Errors == nil || len(res.Errors) != 0 {
 		t.Errorf("result = %+v", res)
 	}
 

@@ -64,6 +64,7 @@ type instance struct {
 	Passing                 bool
 	// Answer is the body of GET / (empty when it did not answer within a second).
 	Answer string
+	Meta   map[string]string
 }
 
 // instances lists a service's registrations in the catalog (passing or not), each asked

@@ -52,6 +52,39 @@ func TestChaosHostPowerLoss(t *testing.T) {
 	if err := dead.PowerOff(); err != nil {
 		t.Fatal(err)
 	}
+	// The dead host's registrations in the catalog: the control plane's to remove. Watched
+	// from the power cut on, beside the rest (the load's end waits for requests in flight).
+	bound := hostTTL + deadAfter + 5*time.Second
+	registered := func() []string {
+		var left []string
+		for _, svc := range []string{"spread-web", state.HostService} {
+			entries, _, err := c.Control.Client.Catalog().Service(svc, "", nil)
+			if err != nil {
+				return []string{"catalog: " + err.Error()}
+			}
+			for _, e := range entries {
+				if e.Node == dead.ID {
+					left = append(left, e.ServiceID)
+				}
+			}
+		}
+		return left
+	}
+	var gone time.Duration
+	var left []string
+	watched := make(chan struct{})
+	wctx, stopWatch := context.WithDeadline(context.Background(), off.Add(bound+30*time.Second)) // past the bound, to report when
+	defer stopWatch()
+	go func() {
+		defer close(watched)
+		for wctx.Err() == nil {
+			if left = registered(); len(left) == 0 {
+				gone = time.Since(off)
+				return
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+	}()
 	// Figures: when the dead host's instance stopped counting as passing (Consul saw the
 	// node fail), and when three instances answer again, none on the dead host.
 	var notPassing, replaced time.Duration
@@ -91,33 +124,7 @@ func TestChaosHostPowerLoss(t *testing.T) {
 		window = fmt.Sprintf("requests sent from %s to %s after the power went, first: %s", since(first.Sub(off)), since(last.Sub(off)), fs[0].What)
 	}
 
-	// The dead host's registrations in the catalog: the control plane's to remove.
-	bound := hostTTL + deadAfter + 5*time.Second
-	registered := func() []string {
-		var left []string
-		for _, svc := range []string{"spread-web", state.HostService} {
-			entries, _, err := c.Control.Client.Catalog().Service(svc, "", nil)
-			if err != nil {
-				return []string{"catalog: " + err.Error()}
-			}
-			for _, e := range entries {
-				if e.Node == dead.ID {
-					left = append(left, e.ServiceID)
-				}
-			}
-		}
-		return left
-	}
-	var gone time.Duration
-	var left []string
-	deadline := off.Add(bound + 30*time.Second) // watched past the bound, to report when
-	for time.Now().Before(deadline) {
-		if left = registered(); len(left) == 0 {
-			gone = time.Since(off)
-			break
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+	<-watched
 	goneText := "still there " + since(time.Since(off)) + " after: " + strings.Join(left, ", ")
 	if gone > 0 {
 		goneText = "after " + since(gone)

@@ -23,6 +23,8 @@ type Options struct {
 	Hosts int
 	// HostArgs are added to every `gilliam-sync host` command line (--ttl 2s, ...).
 	HostArgs []string
+	// HostLabels, when set, gives host N (from 1) its --labels (zone=a,...).
+	HostLabels func(n int) string
 	// SyncArgs are added to every `gilliam-sync sync` command line (--dead-after 5s, ...).
 	SyncArgs []string
 }

@@ -50,6 +50,8 @@ func newAgent(bin, dir, name, netns, bind, client string, ports agentPorts, serv
 		// No call to HashiCorp's update check: nothing leaves the cluster's network.
 		"-hcl", "disable_update_check = true",
 		"-hcl", "performance { raft_multiplier = 1 }",
+		// The Connect CA signs the certificates the host daemons' mesh authenticates with.
+		"-hcl", "connect { enabled = true }",
 	}
 	if server {
 		a.Server = net.JoinHostPort(bind, strconv.Itoa(ports.server))

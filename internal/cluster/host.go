@@ -118,6 +118,9 @@ func (h *Host) startDaemon() {
 		"--id", h.ID, "--advertise", h.Addr, "--consul", "127.0.0.1:8500",
 		"--data", filepath.Join(h.Dir, "host"), "--log-format", "json",
 		"--cpu", "2", "--memory", "4Gi"}, c.opts.HostArgs...)
+	if c.opts.HostLabels != nil {
+		args = append(args, "--labels", c.opts.HostLabels(h.Index))
+	}
 	h.Daemon = testenv.Start(c.t, []string{"DOCKER_HOST=unix://" + filepath.Join(h.Dir, "docker.sock")}, "nsenter", args...)
 }
 

@@ -2,9 +2,11 @@ package cluster
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/gilliam-sync/gilliam-sync/internal/seal"
 	"github.com/gilliam-sync/gilliam-sync/internal/testenv"
 )
 
@@ -19,10 +21,37 @@ type Sync struct {
 // and env added to its environment.
 func (c *Cluster) StartSync(id string, env []string, extra ...string) *Sync {
 	c.t.Helper()
-	args := []string{"sync", "--repo", c.Repo.URL, "--registry", c.Registry.Addr,
+	// The installation's root key, shared by its sync daemons (each has its own data dir).
+	key := filepath.Join(c.Dir, "sync.key")
+	c.mu.Lock()
+	_, _, err := seal.LoadKeyFile(key, true)
+	c.mu.Unlock()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	args := []string{"sync", "--repo", c.Repo.URL, "--registry", c.Registry.Addr, "--key-file", key,
 		"--data", filepath.Join(c.Dir, "sync-"+id), "--id", id, "--consul", c.Control.HTTP,
 		"--poll", "1s", "--log-format", "json"}
 	args = append(append(args, c.opts.SyncArgs...), extra...)
+	s := &Sync{ID: id, Process: testenv.Start(c.t, env, c.Bin, args...)}
+	c.mu.Lock()
+	c.syncs = append(c.syncs, s)
+	c.mu.Unlock()
+	return s
+}
+
+// StartSyncConfig starts a sync daemon named id with a gilliam-sync.yml whose data,
+// registry, builder and leader id are the cluster's and the rest is config (its repos:
+// list, placement: ...). Options.SyncArgs do not apply.
+func (c *Cluster) StartSyncConfig(id string, env []string, config string) *Sync {
+	c.t.Helper()
+	data := filepath.Join(c.Dir, "sync-"+id)
+	file := filepath.Join(c.Dir, "sync-"+id+".yml")
+	head := fmt.Sprintf("data: %s\nregistry: %s\nbuilder: %s\nleader: {id: %s}\n", data, c.Registry.Addr, testenv.Builder(c.t), id)
+	if err := os.WriteFile(file, []byte(head+config), 0o644); err != nil {
+		c.t.Fatal(err)
+	}
+	args := []string{"sync", "--config", file, "--consul", c.Control.HTTP, "--log-format", "json"}
 	s := &Sync{ID: id, Process: testenv.Start(c.t, env, c.Bin, args...)}
 	c.mu.Lock()
 	c.syncs = append(c.syncs, s)

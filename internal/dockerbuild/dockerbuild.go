@@ -31,6 +31,8 @@ type Options struct {
 	// Memory caps each RUN step's container, in bytes, swap included; CPUQuota its CPU
 	// time in microseconds per 100 ms period. Zero: no cap.
 	Memory, CPUQuota int64
+	// CPUShares is each RUN step's CPU weight under contention (zero: the engine's, 1024).
+	CPUShares int64
 	// CgroupParent is the cgroup RUN steps' containers are created in (empty: the engine's).
 	CgroupParent string
 	// Log receives the builder's output; nil discards it.
@@ -67,6 +69,7 @@ func Build(ctx context.Context, docker ImageBuilder, dir string, opts Options) (
 		MemorySwap:  opts.Memory,
 		CPUQuota:    opts.CPUQuota,
 		CPUPeriod:   cpuPeriod(opts.CPUQuota),
+		CPUShares:   opts.CPUShares,
 
 		CgroupParent: opts.CgroupParent,
 	})

@@ -36,6 +36,8 @@ var rules = []rule{
 	{pkg: "router", forbidden: [][]string{{module + "/sync", module + "/build", module + "/gitwatch", module + "/hostd"}, docker, gogit, pack}},
 	{pkg: "state", forbidden: [][]string{{module + "/sync", module + "/build", module + "/gitwatch", module + "/hostd"}, docker, gogit, pack}},
 	{pkg: "gitwatch", forbidden: [][]string{{module + "/sync", module + "/build", module + "/hostd", module + "/state"}, docker, consul, pack}},
+	// The forge clients know HTTP and nothing of the control plane.
+	{pkg: "forge", onlyStd: true, allowed: []string{module + "/internal/fault"}},
 	{pkg: "build", forbidden: [][]string{{module + "/sync", module + "/hostd", module + "/gitwatch", module + "/state"}, consul}},
 	// The cluster harness runs the gilliam-sync binary; it links none of the daemons.
 	{pkg: "internal/cluster", forbidden: [][]string{{module + "/sync", module + "/build", module + "/hostd", module + "/gitwatch"}}},

@@ -108,3 +108,106 @@ func ServiceNameConflict(formation string, services []string, others map[string]
 	}
 	return ""
 }
+
+// Installations: several gilliam-sync installations may share one Consul cluster, each
+// under its own KV prefix. Everything one registers in the catalog carries its
+// installation, in meta (MetaInstallation) and as a tag (InstallationTag), and each reads
+// only its own: hosts, instances, health.
+
+// DefaultInstallation is the installation of the default prefix, gilliam/.
+const DefaultInstallation = "gilliam"
+
+// MetaInstallation is the service meta key that holds the installation.
+const MetaInstallation = "gilliam-installation"
+
+// Installation names the installation of a KV prefix: the prefix without its final slash,
+// other slashes as dashes ("gilliam/" is "gilliam", "teams/a/" is "teams-a").
+func Installation(prefix string) string {
+	p := strings.Trim(prefix, "/")
+	if p == "" {
+		return DefaultInstallation
+	}
+	return strings.ReplaceAll(p, "/", "-")
+}
+
+// InstallationTag is the tag every registration of an installation carries.
+func InstallationTag(installation string) string { return installationTagPrefix + installation }
+
+const installationTagPrefix = "gilliam-installation-"
+
+// InstallationOf is the installation a registration's meta value names: the default one
+// when it names none (a registration made before installations were named).
+func InstallationOf(meta string) string {
+	if meta == "" {
+		return DefaultInstallation
+	}
+	return meta
+}
+
+// InstallationOfTags is the installation a registration's tags name, the default one when
+// none does.
+func InstallationOfTags(tags []string) string {
+	for _, t := range tags {
+		if inst, ok := strings.CutPrefix(t, installationTagPrefix); ok {
+			return inst
+		}
+	}
+	return DefaultInstallation
+}
+
+// HostServiceIDIn and HostCheckIDIn are HostServiceID and HostCheckID of an installation:
+// the same for the default one, qualified by the installation for any other, so that two
+// installations' host daemons on one Consul agent never share a registration.
+func HostServiceIDIn(installation, host string) string {
+	if installation == DefaultInstallation {
+		return HostServiceID(host)
+	}
+	return HostService + "-" + installation + "-" + host
+}
+
+func HostCheckIDIn(installation, host string) string {
+	if installation == DefaultInstallation {
+		return HostCheckID(host)
+	}
+	return "gilliam-host-alive-" + installation + "-" + host
+}
+
+// NetworkName is the Docker network of a formation's instances on one host: each
+// formation (each preview too) on a bridge of its own, per host, so that host daemons
+// sharing an engine keep theirs apart.
+func NetworkName(host, formation string) string { return "gilliam-" + host + "--" + formation }
+
+// VolumePrefix starts the name of every instance volume.
+const VolumePrefix = "gilliam-vol-"
+
+// Volume is the Docker volume that keeps one path of one instance slot (the index-th
+// instance of a service, whatever its release) on a host. The host keeps two host daemons
+// sharing an engine apart; the dots keep (a-b, c) and (a, b-c) apart; the path is hashed,
+// since it may hold any character.
+func Volume(host, formation, service string, index int, path string) string {
+	sum := sha256.Sum256([]byte(path))
+	return fmt.Sprintf("%s%s.%s.%s.%d.%s", VolumePrefix, host, formation, service, index, hex.EncodeToString(sum[:4]))
+}
+
+// Slot names an instance slot: the index-th instance of a service, whatever its release.
+func Slot(service string, index int) string { return fmt.Sprintf("%s/%d", service, index) }
+
+// InstanceSlot is the formation-service-index part of an instance ID (InstanceID without
+// its release), and false for an ID that is not an instance's.
+func InstanceSlot(id string) (string, bool) {
+	i := strings.LastIndexByte(id, '-')
+	if i < 0 {
+		return "", false
+	}
+	j := strings.LastIndexByte(id[:i], '-')
+	if j < 0 {
+		return "", false
+	}
+	return id[:j] + id[i:], true
+}
+
+// ReleaseTaskID is the ID of the one-off task that runs a release's release phase: the
+// release's short ID, so the same release never runs it twice under two names.
+func ReleaseTaskID(formation, service, release string) string {
+	return fmt.Sprintf("%s-%s-%s-release", formation, service, shortID(release))
+}

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/gilliam-sync/gilliam-sync/internal/seal"
 )
 
 // Consul is a real Consul agent running for one test: the binary `make tools` built, on
@@ -25,6 +27,10 @@ type Consul struct {
 	Client *api.Client
 	// Token is the management token when ACLs are on, else empty.
 	Token string
+	// RootKey is the root key of the installation the test runs on this Consul (made per
+	// Consul): Env gives it to every gilliam-sync process, so that the sync daemons of a
+	// test share it, as an installation's do, and the CLI can open config vars.
+	RootKey *seal.Key
 
 	t       testing.TB
 	args    []string
@@ -69,8 +75,13 @@ func NewConsul(t testing.TB, opts ...ConsulOption) *Consul {
 	}
 	bin := tool(t, "consul")
 	dir := t.TempDir()
+	root, err := seal.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
 	c := &Consul{
 		t:       t,
+		RootKey: root,
 		Token:   cfg.token,
 		dataDir: filepath.Join(dir, "data"),
 		logPath: filepath.Join(dir, "consul.log"),
@@ -223,6 +234,9 @@ func (c *Consul) LogTail() string {
 // agent.
 func (c *Consul) Env() []string {
 	env := []string{"CONSUL_HTTP_ADDR=" + c.Addr}
+	if c.RootKey != nil {
+		env = append(env, "GILLIAM_SYNC_KEY="+c.RootKey.String())
+	}
 	if c.Token != "" {
 		env = append(env, "CONSUL_HTTP_TOKEN="+c.Token)
 	}

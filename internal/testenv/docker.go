@@ -16,11 +16,11 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/errdefs"
 	"github.com/docker/docker/pkg/jsonmessage"
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/daemon"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/gilliam-sync/gilliam-sync/internal/dockerbuild"
@@ -65,7 +65,8 @@ func NewDocker(t testing.TB) *Docker {
 }
 
 // RemoveContainers force-removes every container with label key=value (for example the
-// containers a host daemon under test made, by its host label).
+// containers a host daemon under test made, by its host label), then the networks with
+// that label (a host daemon's formation networks).
 func (d *Docker) RemoveContainers(t testing.TB, key, value string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -82,6 +83,16 @@ func (d *Docker) RemoveContainers(t testing.TB, key, value string) {
 		err := d.Client.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
 		if err != nil && !errdefs.IsNotFound(err) {
 			t.Logf("testenv: remove container %s: %v", c.ID[:12], err)
+		}
+	}
+	nets, err := d.Client.NetworkList(ctx, network.ListOptions{Filters: filters.NewArgs(filters.Arg("label", key+"="+value))})
+	if err != nil {
+		t.Logf("testenv: list networks %s=%s: %v", key, value, err)
+		return
+	}
+	for _, n := range nets {
+		if err := d.Client.NetworkRemove(ctx, n.ID); err != nil && !errdefs.IsNotFound(err) {
+			t.Logf("testenv: remove network %s: %v", n.Name, err)
 		}
 	}
 }
@@ -149,7 +160,7 @@ func PushImage(t testing.TB, engineRef, repo string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	img, err := daemon.Image(src)
+	img, err := engineImage(src)
 	if err != nil {
 		t.Fatalf("testenv: read %s from the engine: %v", engineRef, err)
 	}

@@ -15,19 +15,44 @@ import (
 	"time"
 )
 
-var binary struct {
+// builtBinary is a build of gilliam-sync, made once per test process.
+type builtBinary struct {
 	once sync.Once
 	path string
 	err  error
 }
 
+var plainBinary, raceBinary builtBinary
+
 // Binary builds bin/gilliam-sync from this repository once per test process and returns its
-// path. When the test runs under -race (make test), so does the program: a data race in a
-// daemon a test runs fails that test (see Start). It is built next to the test binary, in
-// the folder `go test` removes when the package's tests end.
+// path. It is built next to the test binary, in the folder `go test` removes when the
+// package's tests end.
+//
+// The program is built without -race unless GILLIAM_RACE_DAEMONS=1 and the test runs under
+// -race: then a data race in a daemon a test runs fails that test (see Start). The daemons'
+// packages (sync, hostd, build, gitwatch, cmd) run their own tests under -race in make test,
+// and a few end-to-end tests use RaceBinary; race-built daemons in every end-to-end test cost
+// about 130 CPU-seconds of a 2-core run (their pushes gzip under the detector), a fifth of
+// the suite (docs/testing.md).
 func Binary(t testing.TB) string {
 	t.Helper()
-	binary.once.Do(func() {
+	if os.Getenv("GILLIAM_RACE_DAEMONS") == "1" {
+		return RaceBinary(t)
+	}
+	return plainBinary.build(t, false)
+}
+
+// RaceBinary is Binary built with -race whenever the test runs under -race (make test),
+// whatever GILLIAM_RACE_DAEMONS says: for the end-to-end tests that keep the daemons'
+// cross-process paths under the race detector (no builds in them, so no gzip to pay for).
+func RaceBinary(t testing.TB) string {
+	t.Helper()
+	return raceBinary.build(t, raceEnabled)
+}
+
+func (b *builtBinary) build(t testing.TB, race bool) string {
+	t.Helper()
+	b.once.Do(func() {
 		parent := ""
 		if exe, err := os.Executable(); err == nil {
 			parent = filepath.Dir(exe)
@@ -37,24 +62,24 @@ func Binary(t testing.TB) string {
 			dir, err = os.MkdirTemp("", "gilliam-sync-bin-")
 		}
 		if err != nil {
-			binary.err = err
+			b.err = err
 			return
 		}
-		binary.path = filepath.Join(dir, "gilliam-sync")
-		args := []string{"build", "-o", binary.path}
-		if raceEnabled {
+		b.path = filepath.Join(dir, "gilliam-sync")
+		args := []string{"build", "-o", b.path}
+		if race {
 			args = append(args, "-race")
 		}
 		cmd := exec.Command("go", append(args, "./cmd/gilliam-sync")...)
 		cmd.Dir = RepoRoot(t)
 		if out, err := cmd.CombinedOutput(); err != nil {
-			binary.err = fmt.Errorf("go build: %v\n%s", err, out)
+			b.err = fmt.Errorf("go build: %v\n%s", err, out)
 		}
 	})
-	if binary.err != nil {
-		t.Fatalf("testenv: build gilliam-sync: %v", binary.err)
+	if b.err != nil {
+		t.Fatalf("testenv: build gilliam-sync: %v", b.err)
 	}
-	return binary.path
+	return b.path
 }
 
 // Process is a program run by a test, its JSON log lines (slog's JSON handler, on stderr)

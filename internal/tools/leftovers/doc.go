@@ -8,7 +8,7 @@
 //     pack-layers-* (pack's, for one build), except the build package's test caches
 //     (cache scope and formation buildtest), which its tests keep on purpose so that only the first
 //     run on a machine compiles Go's standard library;
-//   - a process of the project's (gilliam-sync built by a test, Consul or sshd from
+//   - a process of the project's (gilliam-sync built by a test, Consul, Gitea or sshd from
 //     .cache), started after the snapshot, whose parent is gone: no test is left to stop
 //     it.
 //

@@ -210,10 +210,11 @@ func orphans(start time.Time) ([]string, error) {
 }
 
 // project says whether exe is one of the programs tests run: gilliam-sync as testenv
-// builds it, or a tool make tools put in .cache (Consul, sshd).
+// builds it, or a tool make tools put in .cache (Consul, Gitea, sshd).
 func project(exe string) bool {
 	return strings.Contains(exe, "/gilliam-sync-bin-") ||
 		strings.HasSuffix(exe, "/.cache/bin/consul") ||
+		strings.HasSuffix(exe, "/.cache/bin/gitea") ||
 		strings.HasSuffix(exe, "/.cache/openssh/root/usr/sbin/sshd")
 }
 

@@ -1,3 +1,0 @@
-module example.com/counter
-
-go 1.26

@@ -1,0 +1,3 @@
+module example.com/counter/store
+
+go 1.26

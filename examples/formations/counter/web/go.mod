@@ -1,0 +1,3 @@
+module example.com/counter/web
+
+go 1.26
