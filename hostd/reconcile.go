@@ -276,6 +276,12 @@ func (d *Daemon) release(ctx context.Context, formation, id string) (*state.Rele
 	return r, nil
 }
 
+// restartIn is how long until next, for a log line: 0 once it has passed (reading an
+// exited container's logs on a busy engine can take longer than its backoff).
+func restartIn(next time.Time) time.Duration {
+	return max(0, time.Until(next)).Round(time.Millisecond)
+}
+
 // recordExits keeps the plan's history and strays, and reads the last log lines of the
 // instances that exited since the last pass.
 func (d *Daemon) recordExits(ctx context.Context, plan plan) {
@@ -297,7 +303,7 @@ func (d *Daemon) recordExits(ctx context.Context, plan plan) {
 	d.history, d.strayAt = plan.History, plan.StrayAt
 	for _, c := range plan.Exited {
 		h := plan.History[c.Instance]
-		attrs := []any{"instance", c.Instance, "exit_code", c.ExitCode, "crashes", h.Failures, "restart_in", time.Until(h.NextStart).Round(time.Millisecond)}
+		attrs := []any{"instance", c.Instance, "exit_code", c.ExitCode, "crashes", h.Failures, "restart_in", restartIn(h.NextStart)}
 		if c.OOMKilled {
 			attrs = append(attrs, "oom_killed", true)
 		}
@@ -540,7 +546,7 @@ func (d *Daemon) stopUnhealthy(ctx context.Context, p *pass, c observed) {
 	h := d.history[c.Instance]
 	d.mu.Unlock()
 	d.log.Warn("instance unhealthy: restarting", "instance", c.Instance, "container", shortID(c.ID),
-		"unhealthy_after", d.cfg.UnhealthyAfter, "unhealthy_restarts", h.Unhealthy, "restart_in", time.Until(h.NextStart).Round(time.Millisecond))
+		"unhealthy_after", d.cfg.UnhealthyAfter, "unhealthy_restarts", h.Unhealthy, "restart_in", restartIn(h.NextStart))
 	secs := int((d.cfg.StopTimeout + time.Second - 1) / time.Second)
 	if err := d.docker.ContainerStop(ctx, c.ID, container.StopOptions{Timeout: &secs}); err != nil && !errdefs.IsNotFound(err) {
 		p.fail(fmt.Errorf("stop unhealthy %s: %w", c.Instance, err))
