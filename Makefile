@@ -69,7 +69,7 @@ test: tools ## Run every test under -race, integration tests included (real Cons
 	$(GO) build -o $(TOOLS_BIN)/leftovers ./internal/tools/leftovers; \
 	$(TOOLS_BIN)/leftovers -snapshot $$snap; \
 	echo "make test: the timing-bound tests first, alone ($(QUIET_PKGS))"; \
-	$(GO) test -count=1 -race -p 1 -timeout $(TEST_TIMEOUT) -run '$(QUIET_TESTS)' $(QUIET_PKGS) || status=$$?; \
+	$(GO) test -count=1 -race -p 3 -timeout $(TEST_TIMEOUT) -run '$(QUIET_TESTS)' $(QUIET_PKGS) || status=$$?; \
 	echo "make test: every other test"; \
 	$(GO) test -count=1 -race -p $(TEST_P) -parallel $(TEST_PARALLEL) -timeout $(TEST_TIMEOUT) -skip '$(QUIET_TESTS)' $(TEST_PKGS) || status=$$?; \
 	if [ -d $(GILLIAM_REPORTS) ]; then echo; echo "Measured by the tests:"; cat $(GILLIAM_REPORTS)/*.txt; fi; \
