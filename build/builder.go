@@ -137,9 +137,12 @@ func New(cfg Config) (*Builder, error) {
 		log: cfg.Logger, stop: stop}, nil
 }
 
-// Close cancels the builds running and waiting; their callers get an error.
+// Close cancels the builds running and waiting (their callers get an error) and returns
+// once they have ended: their logs closed, pack's containers gone. Build after Close
+// returns an error.
 func (b *Builder) Close() error {
 	b.stop()
+	b.queue.wait()
 	return b.pack.Close()
 }
 

@@ -2,6 +2,7 @@ package build
 
 import (
 	"context"
+	"fmt"
 	"sync"
 )
 
@@ -19,6 +20,8 @@ type queue struct {
 
 	mu    sync.Mutex
 	lanes map[string]*lane
+	// drains counts the goroutines running lanes' builds, so that wait can outlast them.
+	drains sync.WaitGroup
 }
 
 type lane struct {
@@ -52,6 +55,10 @@ func newQueue(base context.Context, slots int) *queue {
 // another key replaces this one before it starts, and ctx's error when ctx ends first.
 func (q *queue) do(ctx context.Context, service, key string, run func(context.Context) (Result, error)) (Result, error) {
 	q.mu.Lock()
+	if err := q.base.Err(); err != nil { // closed: wait has been called or soon will be
+		q.mu.Unlock()
+		return Result{}, fmt.Errorf("builder closed: %w", err)
+	}
 	l := q.lanes[service]
 	if l == nil {
 		l = &lane{}
@@ -72,7 +79,11 @@ func (q *queue) do(ctx context.Context, service, key string, run func(context.Co
 		l.waiting = j
 		if !l.draining {
 			l.draining = true
-			go q.drain(service, l)
+			q.drains.Add(1)
+			go func() {
+				defer q.drains.Done()
+				q.drain(service, l)
+			}()
 		}
 	}
 	j.callers++
@@ -112,6 +123,14 @@ func (q *queue) drain(service string, l *lane) {
 		q.mu.Unlock()
 		<-q.slots
 	}
+}
+
+// wait returns once every build has ended, its log closed and its containers gone. It
+// is for after the base context is cancelled: then no build starts, and those running stop.
+func (q *queue) wait() {
+	q.mu.Lock() // a do that saw the base context alive has counted its drain by now
+	q.mu.Unlock()
+	q.drains.Wait()
 }
 
 // leave is a caller giving up on j: when it was the last one, a waiting build is dropped

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -262,5 +263,43 @@ func TestQueueBaseCancelStopsBuilds(t *testing.T) {
 	stop()
 	if got := <-c; !errors.Is(got.err, context.Canceled) {
 		t.Fatalf("after close: %+v", got)
+	}
+}
+
+// wait, after the base context is cancelled (Builder.Close), returns only once every build
+// has ended, also one whose callers left first (its log is written as it winds down), and
+// a request after that is refused.
+func TestQueueWaitOutlastsBuildsWindingDown(t *testing.T) {
+	base, stop := context.WithCancel(context.Background())
+	q := newQueue(base, 1)
+	var ended atomic.Bool
+	started := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	res := make(chan error, 1)
+	go func() {
+		_, err := q.do(ctx, "web", "t1", func(ctx context.Context) (Result, error) {
+			close(started)
+			<-ctx.Done()
+			time.Sleep(100 * time.Millisecond) // stopping containers, closing the log
+			ended.Store(true)
+			return Result{}, ctx.Err()
+		})
+		res <- err
+	}()
+	<-started
+	cancel() // the caller leaves at once, the build winds down
+	if err := <-res; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the caller got %v", err)
+	}
+	stop()
+	q.wait()
+	if !ended.Load() {
+		t.Fatal("wait returned while a build was still winding down")
+	}
+	if _, err := q.do(context.Background(), "web", "t2", func(context.Context) (Result, error) {
+		t.Error("a build ran after close")
+		return Result{}, nil
+	}); err == nil || !errors.Is(err, context.Canceled) {
+		t.Fatalf("a request after close: %v, want an error", err)
 	}
 }
