@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
@@ -40,10 +41,12 @@ func (d *Daemon) network(ctx context.Context, formation string) (formationNet, e
 	name := names.NetworkName(d.cfg.ID, formation)
 	info, err := d.docker.NetworkInspect(ctx, name, network.InspectOptions{})
 	if errdefs.IsNotFound(err) {
-		_, err = d.docker.NetworkCreate(ctx, name, network.CreateOptions{
+		cctx, cancel := settled(ctx)
+		_, err = d.docker.NetworkCreate(cctx, name, network.CreateOptions{
 			Driver: "bridge",
 			Labels: map[string]string{LabelManaged: "gilliam-sync", LabelHost: d.cfg.ID, LabelFormation: formation},
 		})
+		cancel()
 		if err != nil && !errdefs.IsConflict(err) {
 			return formationNet{}, fmt.Errorf("create network %s: %w", name, err)
 		}
@@ -133,4 +136,16 @@ func (d *Daemon) pruneNetworks(ctx context.Context, keep map[string]bool) {
 		d.netMu.Unlock()
 		d.log.Info("formation network removed", "formation", f, "network", n.Name)
 	}
+}
+
+// createTimeout bounds a Docker call that creates a container, a network or a volume.
+const createTimeout = time.Minute
+
+// settled is the context for a Docker call that creates something: it is not cancelled
+// when the daemon stops, so the call returns only once the engine has answered. The engine
+// carries out a create whose request was cancelled (seen: a formation network created
+// after the daemon had stopped and its test had removed what it knew of), and the daemon
+// would stop without knowing of an object that exists.
+func settled(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), createTimeout)
 }

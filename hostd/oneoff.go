@@ -259,7 +259,9 @@ func (r *oneOffRun) execute(ctx context.Context) (int, error) {
 			priv.ImageUser, entrypoint = img.Config.User, img.Config.Entrypoint
 		}
 		cfg, hc := oneOffSpec(d.cfg.ID, d.cfg.Advertise, o, rel, priv, entrypoint)
-		created, err := d.docker.ContainerCreate(ctx, cfg, hc, nil, nil, name)
+		cctx, cancel := settled(ctx)
+		created, err := d.docker.ContainerCreate(cctx, cfg, hc, nil, nil, name)
+		cancel()
 		if err != nil {
 			return 0, fmt.Errorf("create container: %w", err)
 		}

@@ -413,7 +413,9 @@ func (d *Daemon) create(ctx context.Context, p *pass, inst state.Instance) {
 		}
 		hc.Mounts = append(hc.Mounts, mounts...)
 	}
-	created, err := d.docker.ContainerCreate(ctx, cfg, hc, nil, nil, state.ContainerName(d.cfg.ID, inst.ID))
+	cctx, cancel := settled(ctx)
+	created, err := d.docker.ContainerCreate(cctx, cfg, hc, nil, nil, state.ContainerName(d.cfg.ID, inst.ID))
+	cancel()
 	if err != nil {
 		if errdefs.IsNotFound(err) {
 			d.pulls.forget(rel.Image) // the image went away since it was seen

@@ -187,7 +187,9 @@ func (d *Daemon) createTask(ctx context.Context, t state.Task, rel *state.Releas
 	cfg.ExposedPorts, hc.PortBindings = nat.PortSet{}, nat.PortMap{}
 	cfg.Env = slices.DeleteFunc(cfg.Env, func(e string) bool { return strings.HasPrefix(e, "GILLIAM_INSTANCE=") })
 	cfg.Env = append(cfg.Env, "GILLIAM_RELEASE_PHASE=1")
-	created, err := d.docker.ContainerCreate(ctx, cfg, hc, nil, nil, state.ContainerName(d.cfg.ID, t.ID))
+	cctx, cancel := settled(ctx)
+	created, err := d.docker.ContainerCreate(cctx, cfg, hc, nil, nil, state.ContainerName(d.cfg.ID, t.ID))
+	cancel()
 	if err != nil {
 		return "", fmt.Errorf("create container: %w", err)
 	}

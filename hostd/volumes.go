@@ -57,10 +57,12 @@ func (d *Daemon) volumeMounts(ctx context.Context, inst state.Instance, rel *sta
 		_, err := d.docker.VolumeInspect(ctx, name)
 		if errdefs.IsNotFound(err) {
 			var vol volume.Volume
-			vol, err = d.docker.VolumeCreate(ctx, volume.CreateOptions{Name: name, Labels: map[string]string{
+			cctx, cancel := settled(ctx)
+			vol, err = d.docker.VolumeCreate(cctx, volume.CreateOptions{Name: name, Labels: map[string]string{
 				LabelManaged: "gilliam-sync", LabelHost: d.cfg.ID, LabelFormation: inst.Formation, LabelService: inst.Service,
 				LabelSlot: strconv.Itoa(inst.Index), LabelPath: v.Path,
 			}})
+			cancel()
 			if err == nil {
 				d.log.Info("volume created", "volume", name, "instance", inst.ID, "path", v.Path)
 				d.giveVolume(vol, user)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/docker/client"
 )
@@ -53,7 +54,7 @@ func main() {
 			}
 			os.Exit(1)
 		}
-		fmt.Println("leftovers: no container, volume or process left behind")
+		fmt.Println("leftovers: no container, volume, network or process left behind")
 	default:
 		fmt.Fprintln(os.Stderr, "leftovers: -snapshot FILE or -before FILE")
 		os.Exit(2)
@@ -67,6 +68,7 @@ type snapshot struct {
 	Start      time.Time
 	Containers map[string]bool // IDs
 	Volumes    map[string]bool // names
+	Networks   map[string]bool // IDs
 }
 
 func writeSnapshot(ctx context.Context, path string) error {
@@ -75,7 +77,7 @@ func writeSnapshot(ctx context.Context, path string) error {
 		return fmt.Errorf("docker client: %w", err)
 	}
 	defer cli.Close()
-	snap := snapshot{Start: time.Now(), Containers: map[string]bool{}, Volumes: map[string]bool{}}
+	snap := snapshot{Start: time.Now(), Containers: map[string]bool{}, Volumes: map[string]bool{}, Networks: map[string]bool{}}
 	cs, err := cli.ContainerList(ctx, container.ListOptions{All: true})
 	if err != nil {
 		return fmt.Errorf("list containers: %w", err)
@@ -89,6 +91,13 @@ func writeSnapshot(ctx context.Context, path string) error {
 	}
 	for _, v := range vs.Volumes {
 		snap.Volumes[v.Name] = true
+	}
+	ns, err := cli.NetworkList(ctx, network.ListOptions{})
+	if err != nil {
+		return fmt.Errorf("list networks: %w", err)
+	}
+	for _, n := range ns {
+		snap.Networks[n.ID] = true
 	}
 	b, err := json.Marshal(snap)
 	if err != nil {
@@ -138,6 +147,16 @@ func leftovers(ctx context.Context, snap snapshot) ([]string, error) {
 			continue
 		}
 		found = append(found, fmt.Sprintf("volume %s %s", v.Name, gilliamLabels(v.Labels)))
+	}
+	ns, err := cli.NetworkList(ctx, network.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("list networks: %w", err)
+	}
+	for _, n := range ns {
+		if snap.Networks[n.ID] || !ours(n.Labels) {
+			continue
+		}
+		found = append(found, fmt.Sprintf("network %s %s", n.Name, gilliamLabels(n.Labels)))
 	}
 	procs, err := orphans(snap.Start)
 	if err != nil {
