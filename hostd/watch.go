@@ -27,7 +27,10 @@ type watcher struct {
 	// learns that its instances moved within probeEvery, not a backoff (up to 15s) later.
 	probe      func(ctx context.Context) error
 	probeEvery time.Duration
-	log        *slog.Logger
+	// pause, when set, replaces the sleep of a retry's wait: a test records the wait the
+	// watch chose, which a loaded machine cannot stretch, rather than time it.
+	pause func(ctx context.Context, d time.Duration)
+	log   *slog.Logger
 }
 
 // run calls got with each new content until ctx ends, and reached after each call: nil
@@ -85,6 +88,10 @@ func (w *watcher) run(ctx context.Context, got func(*state.Assignment), reached 
 // probeEvery.
 func (w *watcher) wait(ctx context.Context, d time.Duration) {
 	if w.probe == nil || w.probeEvery <= 0 {
+		if w.pause != nil {
+			w.pause(ctx, d)
+			return
+		}
 		sleep(ctx, d)
 		return
 	}

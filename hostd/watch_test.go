@@ -119,14 +119,24 @@ func TestWatchBacksOffOnErrors(t *testing.T) {
 	}
 	steps = append(steps, step{a: assignment("a"), index: 3})
 	s := &script{steps: steps}
-	got := s.run(t, &watcher{minDelay: time.Millisecond, retry: retry})
+	// The waits the watch chooses are checked exactly; the time between fetches only from
+	// below, since a loaded machine (make test on 2 cores) stretches any sleep.
+	var chose []time.Duration
+	pause := func(ctx context.Context, d time.Duration) { chose = append(chose, d); sleep(ctx, d) }
+	got := s.run(t, &watcher{minDelay: time.Millisecond, retry: retry, pause: pause})
 	if len(got) != 1 {
 		t.Fatalf("delivered %d, want 1", len(got))
 	}
+	if len(chose) != 5 {
+		t.Fatalf("waited %d times, want once after each of the 5 errors: %v", len(chose), chose)
+	}
 	for i := 1; i < 6; i++ {
 		want := retry.Delay(i)
-		if gap := s.at[i].Sub(s.at[i-1]); gap < want || gap > want*2+50*time.Millisecond {
-			t.Errorf("retry %d after %v, want %v plus jitter", i, gap, want)
+		if d := chose[i-1]; d < want || d > want+want/4 {
+			t.Errorf("retry %d: chose to wait %v, want %v plus up to a quarter of jitter", i, d, want)
+		}
+		if gap := s.at[i].Sub(s.at[i-1]); gap < want {
+			t.Errorf("retry %d after %v, before its backoff of %v", i, gap, want)
 		}
 	}
 }

@@ -193,7 +193,10 @@ func (c *Consul) waitReady(limit time.Duration) error {
 		case leader == "":
 			last = fmt.Errorf("no leader yet")
 		default:
-			nodes, _, err := c.Client.Catalog().Nodes(nil)
+			// A consistent read: a leader answers one only once it has applied its whole
+			// log. Right after a restart it is elected before that, and a default read
+			// can still miss keys written before the stop (seen once in CI).
+			nodes, _, err := c.Client.Catalog().Nodes(&api.QueryOptions{RequireConsistent: true})
 			if err == nil && len(nodes) > 0 {
 				return nil
 			}
