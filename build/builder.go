@@ -138,13 +138,17 @@ func New(cfg Config) (*Builder, error) {
 }
 
 // Close cancels the builds running and waiting (their callers get an error) and returns
-// once they have ended: their logs closed, pack's containers gone. Build after Close
-// returns an error.
+// once they have ended: their logs closed, pack's containers gone; or, when an engine hangs,
+// after closeWait with an error. Build after Close returns an error.
 func (b *Builder) Close() error {
 	b.stop()
-	b.queue.wait()
-	return b.pack.Close()
+	waited := b.queue.wait(closeWait)
+	return errors.Join(waited, b.pack.Close())
 }
+
+// closeWait bounds how long Close waits for cancelled builds to stop; pack removes a
+// build's containers in seconds when the engine answers.
+const closeWait = time.Minute
 
 // Registry is where images are published.
 func (b *Builder) Registry() string { return b.cfg.Registry }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 )
 
 // queue runs builds: at most a fixed number at once, one at a time per service. Each
@@ -127,10 +128,21 @@ func (q *queue) drain(service string, l *lane) {
 
 // wait returns once every build has ended, its log closed and its containers gone. It
 // is for after the base context is cancelled: then no build starts, and those running stop.
-func (q *queue) wait() {
+func (q *queue) wait(limit time.Duration) error {
 	q.mu.Lock() // a do that saw the base context alive has counted its drain by now
 	q.mu.Unlock()
-	q.drains.Wait()
+	done := make(chan struct{})
+	go func() { q.drains.Wait(); close(done) }()
+	t := time.NewTimer(limit)
+	defer t.Stop()
+	select {
+	case <-done:
+		return nil
+	case <-t.C:
+		// An engine that hangs while pack stops its containers would hold a daemon's
+		// shutdown for ever; what is left is the engine's to finish.
+		return fmt.Errorf("builds still stopping after %s: their containers may remain on the engine", limit)
+	}
 }
 
 // leave is a caller giving up on j: when it was the last one, a waiting build is dropped

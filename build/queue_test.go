@@ -3,6 +3,7 @@ package build
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -292,7 +293,9 @@ func TestQueueWaitOutlastsBuildsWindingDown(t *testing.T) {
 		t.Fatalf("the caller got %v", err)
 	}
 	stop()
-	q.wait()
+	if err := q.wait(time.Minute); err != nil {
+		t.Fatal(err)
+	}
 	if !ended.Load() {
 		t.Fatal("wait returned while a build was still winding down")
 	}
@@ -301,5 +304,25 @@ func TestQueueWaitOutlastsBuildsWindingDown(t *testing.T) {
 		return Result{}, nil
 	}); err == nil || !errors.Is(err, context.Canceled) {
 		t.Fatalf("a request after close: %v, want an error", err)
+	}
+}
+
+// A build that never ends (an engine hanging in pack's cleanup) does not hold Close for
+// ever: wait gives up after its limit and says so.
+func TestQueueWaitIsBounded(t *testing.T) {
+	base, stop := context.WithCancel(context.Background())
+	q := newQueue(base, 1)
+	started, hung := make(chan struct{}), make(chan struct{})
+	defer close(hung)
+	go q.do(context.Background(), "web", "t1", func(ctx context.Context) (Result, error) {
+		close(started)
+		<-hung
+		return Result{}, nil
+	})
+	<-started
+	stop()
+	err := q.wait(200 * time.Millisecond)
+	if err == nil || !strings.Contains(err.Error(), "still stopping after 200ms") {
+		t.Fatalf("wait on a hung build: %v", err)
 	}
 }

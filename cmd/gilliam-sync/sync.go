@@ -130,7 +130,11 @@ func runSyncDaemon(ctx context.Context, cfg *daemonConfig, store *state.Store, l
 	if err != nil {
 		return err
 	}
-	defer builder.Close()
+	defer func() {
+		if err := builder.Close(); err != nil {
+			log.Warn("builder closed", "err", err)
+		}
+	}()
 	root, reload, err := cfg.rootKey()
 	if err != nil {
 		return err
