@@ -36,7 +36,8 @@ TEST_TIMEOUT ?= 25m
 CHAOS_TIMEOUT ?= 15m
 # The slowest packages first (they mostly wait: on containers, checks, leases), so they start
 # at once; TEST_P packages at a time (Go's default is one per core).
-TEST_PKGS = ./e2e ./cmd/... ./hostd/... ./build/... ./sync/... \
+# e2e, the longest, runs in a go test of its own started beside them (TEST_P counts it).
+TEST_PKGS = ./cmd/... ./hostd/... ./build/... ./sync/... \
 	$$($(GO) list ./... | grep -v -E '/(e2e|cmd|hostd|build|sync)($$|/)')
 TEST_P ?= 4
 # Tests in t.Parallel at a time within a package (Go's default is one per core: 2 here). The
@@ -45,7 +46,9 @@ TEST_P ?= 4
 # faster then, but its load made health checks of 1-2s flap (router and crash-loop tests
 # failed); since the e2e daemons are built without -race and the test image is compressed
 # once per package, the suite uses half the CPU, and 6 is faster with no flap
-# (docs/testing.md).
+# (docs/testing.md). In e2e, GILLIAM_E2E_PARALLEL holds it instead of Go's -parallel, so that
+# a free place goes to the longest test waiting (e2e/order_test.go): Go's own order had the
+# three longest start last.
 TEST_PARALLEL ?= 6
 # Tests whose result depends on being scheduled in time (no request failed while instances
 # swap, the gaps of a crash-loop backoff, a restart 2s after a check turns critical, a build
@@ -70,8 +73,11 @@ test: tools ## Run every test under -race, integration tests included (real Cons
 	$(TOOLS_BIN)/leftovers -snapshot $$snap; \
 	echo "make test: the timing-bound tests first, alone ($(QUIET_PKGS))"; \
 	$(GO) test -count=1 -race -p 3 -timeout $(TEST_TIMEOUT) -run '$(QUIET_TESTS)' $(QUIET_PKGS) || status=$$?; \
-	echo "make test: every other test"; \
-	$(GO) test -count=1 -race -p $(TEST_P) -parallel $(TEST_PARALLEL) -timeout $(TEST_TIMEOUT) -skip '$(QUIET_TESTS)' $(TEST_PKGS) || status=$$?; \
+	echo "make test: every other test (e2e's printed after the rest)"; \
+	e2e_log=$$(mktemp); \
+	GILLIAM_E2E_PARALLEL=$(TEST_PARALLEL) $(GO) test -count=1 -race -parallel 64 -timeout $(TEST_TIMEOUT) ./e2e >$$e2e_log 2>&1 & e2e=$$!; \
+	$(GO) test -count=1 -race -p $$(( $(TEST_P) - 1 )) -parallel $(TEST_PARALLEL) -timeout $(TEST_TIMEOUT) -skip '$(QUIET_TESTS)' $(TEST_PKGS) || status=$$?; \
+	wait $$e2e || status=$$?; cat $$e2e_log; rm -f $$e2e_log; \
 	if [ -d $(GILLIAM_REPORTS) ]; then echo; echo "Measured by the tests:"; cat $(GILLIAM_REPORTS)/*.txt; fi; \
 	echo; $(TOOLS_BIN)/leftovers -before $$snap || status=1; rm -f $$snap; \
 	took=$$(( $$(date +%s) - start )); echo "make test: $$((took / 60))m$$((took % 60))s wall time"; \

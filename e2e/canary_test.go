@@ -11,7 +11,7 @@ import (
 // A canary runs a release at a small scale beside the service's own, seen by Consul (and
 // so by the router), until promoted (it rolls out) or aborted (it stops).
 func TestCanaryPromoteAndAbort(t *testing.T) {
-	t.Parallel()
+	parallel(t, 46*time.Second)
 	c := newCluster(t)
 	c.bin = testenv.RaceBinary(t) // its daemons under the race detector (docs/testing.md)
 	c.host("h")

@@ -21,7 +21,7 @@ import (
 // (the repository is polled only every hour), and the leader runs the build garbage
 // collection on its schedule.
 func TestSyncFromConfigFile(t *testing.T) {
-	t.Parallel()
+	parallel(t, 7*time.Second)
 	c := newCluster(t)
 	c.host("h")
 	image := c.testImage()
@@ -71,7 +71,7 @@ repos:
 
 // A configuration file with a mistake is refused before anything starts, saying where.
 func TestSyncConfigFileErrors(t *testing.T) {
-	t.Parallel()
+	parallel(t, 1*time.Second)
 	bin := testenv.Binary(t)
 	config := filepath.Join(t.TempDir(), "gilliam-sync.yml")
 	writeFile(t, config, "registry: 127.0.0.1:5000\nrepos:\n  - url: https://example.com/a.git\n    brances: [main]\n")

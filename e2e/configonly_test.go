@@ -17,7 +17,7 @@ import (
 // the running instances get and status, release listings and logs never show. One test, one
 // build of the hello example: both halves need it serving first.
 func TestConfigChangesReleaseWithoutBuild(t *testing.T) {
-	t.Parallel()
+	parallel(t, 82*time.Second)
 	c := newCluster(t)
 	c.host("h")
 	const f = "helloyml" // the hello example, named for this test

@@ -20,7 +20,7 @@ import (
 // web's migration run again) and after the host daemon restarts; `volumes` lists the
 // store's volume.
 func TestCounterExample(t *testing.T) {
-	t.Parallel()
+	parallel(t, 83*time.Second)
 	c := newCluster(t)
 	h := c.restartableHost("h")
 	c.repo.CommitDir(filepath.Join(testenv.RepoRoot(t), "examples", "formations", "counter"), "", "the counter example")

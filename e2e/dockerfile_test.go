@@ -10,7 +10,7 @@ import (
 // A dockerfile service with `command:` runs it as the container's command, with the
 // image's own entrypoint: images built from a Dockerfile have no buildpack launcher.
 func TestDockerfileServiceCommand(t *testing.T) {
-	t.Parallel()
+	parallel(t, 18*time.Second)
 	c := newCluster(t)
 	c.host("h")
 	base := c.docker.TestImage(t)

@@ -17,7 +17,7 @@ import (
 // takes over and finishes the deploy without building again, and the end state is the one
 // a deploy without the kill reaches.
 func TestLeaderKilledMidDeploy(t *testing.T) {
-	t.Parallel()
+	parallel(t, 23*time.Second)
 	c := newCluster(t)
 	host := c.host("h")
 	const f = "failover" // the hello example, named for this test

@@ -94,7 +94,7 @@ func TestHostLossReplacesItsInstances(t *testing.T) {
 		return false
 	})
 	within := replaced <= 30*time.Second
-	t.Parallel() // measured: what is left waits, and can wait alongside the other tests
+	parallel(t, 22*time.Second) // measured: what is left waits, and can wait alongside the other tests
 
 	// The dead host's registrations (its liveness service and its instance) leave the
 	// agent once critical for the deregistration time (1m by default; Consul reaps every

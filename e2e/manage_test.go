@@ -31,7 +31,7 @@ func (c *cluster) testImage() string {
 // Rollback pins: after a rollback, a new commit makes a release but does not deploy it;
 // unpin deploys it.
 func TestRollbackPinsUntilUnpin(t *testing.T) {
-	t.Parallel()
+	parallel(t, 41*time.Second)
 	c := newCluster(t)
 	c.host("h")
 	image := c.testImage()
@@ -82,7 +82,7 @@ func TestRollbackPinsUntilUnpin(t *testing.T) {
 
 // The scale set by hand holds until gilliam.yml's scale for the service changes.
 func TestScaleHoldsUntilTheFileChanges(t *testing.T) {
-	t.Parallel()
+	parallel(t, 26*time.Second)
 	c := newCluster(t)
 	c.host("h")
 	image := c.testImage()

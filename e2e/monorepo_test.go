@@ -14,7 +14,7 @@ import (
 // A monorepo of two services: a commit that touches one service's folder builds and rolls
 // out that service only; the other keeps its release and its containers.
 func TestMonorepoBuildsOnlyWhatChanged(t *testing.T) {
-	t.Parallel()
+	parallel(t, 80*time.Second)
 	c := newCluster(t)
 	c.host("h")
 	example := filepath.Join(testenv.RepoRoot(t), "examples", "formations", "monorepo")

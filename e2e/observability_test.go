@@ -28,7 +28,7 @@ import (
 // each release's deploy timeline; the sync daemon, both hosts and a router are scraped and
 // their families checked.
 func TestLogsMetricsAndTimeline(t *testing.T) {
-	t.Parallel()
+	parallel(t, 33*time.Second)
 	c := newCluster(t)
 	c.bin = testenv.RaceBinary(t) // its daemons under the race detector (docs/testing.md)
 	image := c.testImage()

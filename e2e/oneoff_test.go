@@ -58,7 +58,7 @@ func (c *cluster) oneOffContainers(hosts ...string) []container.Summary {
 // its output streams back (stdout and stderr apart), its exit code is run's; stdin goes
 // in; --detach lists it in status while it runs, and everything goes after; Ctrl-C stops it.
 func TestRunOneOff(t *testing.T) {
-	t.Parallel()
+	parallel(t, 19*time.Second)
 	began := time.Now()
 	c := newCluster(t)
 	hosts := []string{c.host("r1"), c.host("r2")}

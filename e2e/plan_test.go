@@ -14,7 +14,7 @@ import (
 // plan is Reconcile with a printing executor: what it prints for a commit is what the
 // leader then does, first deploy and roll-out alike.
 func TestPlanIsWhatHappens(t *testing.T) {
-	t.Parallel()
+	parallel(t, 26*time.Second)
 	c := newCluster(t)
 	host := c.host("h")
 	image := c.testImage()

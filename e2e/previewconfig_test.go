@@ -16,7 +16,7 @@ import (
 // overrides over them, and its own config vars (env set FORMATION-pr-N) over both; a change
 // of the base's releases it again; its first build starts from the base's build cache.
 func TestPreviewConfigAndWarmBuild(t *testing.T) {
-	t.Parallel()
+	parallel(t, 60*time.Second)
 	began := time.Now()
 	c := newCluster(t)
 	c.host("h")

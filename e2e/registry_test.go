@@ -24,7 +24,7 @@ import (
 // lifecycle included), the host daemon pulls with the second, and anyone else, the Docker
 // engine without credentials included, is refused.
 func TestUpWithItsOwnRegistry(t *testing.T) {
-	t.Parallel()
+	parallel(t, 15*time.Second)
 	const f = "helloreg" // the hello example, named for this test
 	consul := testenv.NewConsul(t)
 	docker := testenv.NewDocker(t)

@@ -32,7 +32,7 @@ func imageFormation(name, image string, env ...string) string {
 // A roll-out whose new release never passes its check is reverted at its deadline, and
 // the old release never has fewer passing instances than the scale meanwhile.
 func TestFailedRolloutIsReverted(t *testing.T) {
-	t.Parallel()
+	parallel(t, 48*time.Second)
 	c := newCluster(t)
 	c.host("h")
 	image := testenv.PushImage(t, c.docker.TestImage(t), c.reg.Addr+"/test/app")

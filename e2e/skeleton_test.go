@@ -22,7 +22,7 @@ import (
 // The walking skeleton, end to end: a git push becomes serving instances registered in
 // Consul; a change replaces them; an invalid gilliam.yml is reported and changes nothing.
 func TestPushToServing(t *testing.T) {
-	t.Parallel()
+	parallel(t, 54*time.Second)
 	consul := testenv.NewConsul(t)
 	reg := testenv.NewRegistry(t)
 	docker := testenv.NewDocker(t)

@@ -128,7 +128,7 @@ func put(t *testing.T, url, body string) {
 // its release phase runs before each roll-out, and one that fails stops the roll-out,
 // keeps the running release and says why in status.
 func TestVolumesAndReleasePhase(t *testing.T) {
-	t.Parallel()
+	parallel(t, 34*time.Second)
 	c := newCluster(t)
 	h := c.restartableHost("vol")
 	host := h.id

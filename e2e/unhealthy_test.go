@@ -12,7 +12,7 @@ import (
 // An instance that starts failing its check while its process runs is restarted by its
 // host; restarted three times there, its release is placed on another host.
 func TestUnhealthyInstanceIsReplaced(t *testing.T) {
-	t.Parallel()
+	parallel(t, 44*time.Second)
 	c := newCluster(t)
 	fast := func(cfg *hostd.Config) { cfg.UnhealthyAfter = 2 * time.Second }
 	first := c.host("u1", fast)
