@@ -39,11 +39,13 @@ func TestGiteaStatusesAndPreviewComments(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	image := strings.Split(testenv.PushImage(t, docker.TestImage(t), reg.Addr+"/test/app"), "@")[0] + ":latest"
-	level := slog.LevelWarn
+	// The daemons' lines are shown when the test fails (CI once saw the first commit's
+	// success not come in 6 minutes, with no warning to say why); FORGE_TEST_DEBUG prints
+	// every line as it comes.
+	log := testenv.Logger(t, slog.LevelInfo, 300)
 	if os.Getenv("FORGE_TEST_DEBUG") != "" {
-		level = slog.LevelDebug
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
 	// A router serving, its listener in the catalog: the statuses' and comment's URLs come
 	// from it. It must listen: its registration's TCP check going critical for a minute

@@ -234,3 +234,13 @@ func fetch(t *testing.T, repo *git.Repository, auth transport.AuthMethod) {
 		t.Fatalf("fetch: %v", err)
 	}
 }
+
+func TestLoggerKeepsTheLastLines(t *testing.T) {
+	b := &tail{keep: 2}
+	for _, s := range []string{"one\n", "two\nthree\n", "four\n"} {
+		b.Write([]byte(s))
+	}
+	if got := strings.Join(b.lines, ","); got != "three,four" {
+		t.Fatalf("kept %q, want the last two", got)
+	}
+}
