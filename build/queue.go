@@ -126,8 +126,9 @@ func (q *queue) drain(service string, l *lane) {
 	}
 }
 
-// wait returns once every build has ended, its log closed and its containers gone. It
-// is for after the base context is cancelled: then no build starts, and those running stop.
+// wait returns once every build has ended, its log closed and its containers gone, or
+// with an error after limit. It is for after the base context is cancelled: then no build
+// starts, and those running stop.
 func (q *queue) wait(limit time.Duration) error {
 	q.mu.Lock() // a do that saw the base context alive has counted its drain by now
 	q.mu.Unlock()
