@@ -18,8 +18,8 @@ var ErrStale = errors.New("blocking query ran past its wait: watch stale")
 type Follower struct {
 	Name string
 	// Wait is the blocking query's wait; StaleAfter the margin past it (and Consul's
-	// jitter, a sixteenth) after which a call is stale; MinDelay the least time between
-	// two calls.
+	// jitter, a sixteenth) after which a call is stale, and the whole time a first call
+	// (index 0, which does not block) has; MinDelay the least time between two calls.
 	Wait, StaleAfter, MinDelay time.Duration
 	Log                        *slog.Logger
 	// Fetch makes one call with index and wait and returns the index of the answer; it
@@ -46,7 +46,13 @@ func (f *Follower) Run(ctx context.Context) {
 	}
 	for ctx.Err() == nil {
 		start := time.Now()
-		callCtx, cancel := context.WithTimeoutCause(ctx, f.Wait+f.Wait/16+f.StaleAfter, ErrStale)
+		limit := f.Wait + f.Wait/16 + f.StaleAfter
+		if index == 0 && f.StaleAfter > 0 {
+			// A call with no index does not block: it answers at once, or it is stale.
+			// Given the whole wait, one that hangs would hold the watch for minutes.
+			limit = f.StaleAfter
+		}
+		callCtx, cancel := context.WithTimeoutCause(ctx, limit, ErrStale)
 		next, err := f.Fetch(callCtx, index, f.Wait)
 		stale := errors.Is(context.Cause(callCtx), ErrStale)
 		cancel()
