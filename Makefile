@@ -76,7 +76,7 @@ test: tools ## Run every test under -race, integration tests included (real Cons
 	echo "make test: every other test (e2e's printed after the rest)"; \
 	e2e_log=$$(mktemp); \
 	GILLIAM_E2E_PARALLEL=$(TEST_PARALLEL) $(GO) test -count=1 -race -parallel 64 -timeout $(TEST_TIMEOUT) ./e2e >$$e2e_log 2>&1 & e2e=$$!; \
-	$(GO) test -count=1 -race -p $$(( $(TEST_P) - 1 )) -parallel $(TEST_PARALLEL) -timeout $(TEST_TIMEOUT) -skip '$(QUIET_TESTS)' $(TEST_PKGS) || status=$$?; \
+	$(GO) test -count=1 -race -p $$(( $(TEST_P) > 1 ? $(TEST_P) - 1 : 1 )) -parallel $(TEST_PARALLEL) -timeout $(TEST_TIMEOUT) -skip '$(QUIET_TESTS)' $(TEST_PKGS) || status=$$?; \
 	wait $$e2e || status=$$?; cat $$e2e_log; rm -f $$e2e_log; \
 	if [ -d $(GILLIAM_REPORTS) ]; then echo; echo "Measured by the tests:"; cat $(GILLIAM_REPORTS)/*.txt; fi; \
 	echo; $(TOOLS_BIN)/leftovers -before $$snap || status=1; rm -f $$snap; \
