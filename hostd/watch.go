@@ -88,11 +88,11 @@ func (w *watcher) run(ctx context.Context, got func(*state.Assignment), reached 
 // probeEvery.
 func (w *watcher) wait(ctx context.Context, d time.Duration) {
 	if w.probe == nil || w.probeEvery <= 0 {
-		if w.pause != nil {
-			w.pause(ctx, d)
-			return
+		pause := w.pause
+		if pause == nil {
+			pause = sleep
 		}
-		sleep(ctx, d)
+		pause(ctx, d)
 		return
 	}
 	deadline := time.Now().Add(d)

@@ -16,7 +16,10 @@ func Logger(t testing.TB, level slog.Level, keep int) *slog.Logger {
 	b := &tail{keep: keep}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("the last %d log lines of this test's daemons:\n%s", len(b.lines), strings.Join(b.lines, "\n"))
+			b.mu.Lock()
+			last := b.last()
+			b.mu.Unlock()
+			t.Logf("the last %d log lines of this test's daemons:\n%s", len(last), strings.Join(last, "\n"))
 		}
 	})
 	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: level}))
@@ -35,8 +38,12 @@ func (b *tail) Write(p []byte) (int, error) {
 	for _, l := range bytes.Split(bytes.TrimRight(p, "\n"), []byte("\n")) {
 		b.lines = append(b.lines, string(l))
 	}
-	if over := len(b.lines) - b.keep; over > 0 {
-		b.lines = append(b.lines[:0:0], b.lines[over:]...)
+	// Trimmed once it holds twice what it keeps, not at every line.
+	if len(b.lines) >= 2*b.keep {
+		b.lines = append(b.lines[:0:0], b.last()...)
 	}
 	return len(p), nil
 }
+
+// last is the last keep lines; b.mu is held.
+func (b *tail) last() []string { return b.lines[max(0, len(b.lines)-b.keep):] }

@@ -240,7 +240,7 @@ func TestLoggerKeepsTheLastLines(t *testing.T) {
 	for _, s := range []string{"one\n", "two\nthree\n", "four\n"} {
 		b.Write([]byte(s))
 	}
-	if got := strings.Join(b.lines, ","); got != "three,four" {
+	if got := strings.Join(b.last(), ","); got != "three,four" {
 		t.Fatalf("kept %q, want the last two", got)
 	}
 }
