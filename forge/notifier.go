@@ -382,6 +382,7 @@ func (n *Notifier) settle(key string, done *item, err error) bool {
 		if it.fingerprint() == done.fingerprint() {
 			it.sent = done.fingerprint()
 		}
+		n.log.Debug("forge delivered", "repo", it.repo, "what", what(done), "state", stateOf(done))
 		if it.failing != "" {
 			n.log.Info("forge delivery recovered", "repo", it.repo, "what", what(done), "after_attempts", it.attempts)
 		}
@@ -409,6 +410,16 @@ func (n *Notifier) settle(key string, done *item, err error) bool {
 		}
 		return first
 	}
+}
+
+func stateOf(it *item) string {
+	if it.status != nil {
+		return string(it.status.State) + " " + it.status.Description
+	}
+	if it.comment.Closed {
+		return "closed"
+	}
+	return "open"
 }
 
 func what(it *item) string {

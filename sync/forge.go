@@ -2,7 +2,9 @@ package sync
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"sort"
 	"strings"
 	"time"
 
@@ -26,6 +28,8 @@ type notifier struct {
 	forge   *forge.Notifier
 	latest  chan notifyInput
 	routers func() []router.Listener
+	// said is what was last logged (at Debug) of what the forges should show.
+	said string
 }
 
 type notifyRepo struct {
@@ -112,6 +116,7 @@ func (n *notifier) run(ctx context.Context) {
 
 func (n *notifier) wants(in notifyInput) []forge.Want {
 	notes := Notify(in.world, in.memory, n.routers())
+	n.debug(notes)
 	var out []forge.Want
 	for key, r := range n.repos {
 		w := forge.Want{Repo: r.url, Client: r.client}
@@ -130,6 +135,36 @@ func (n *notifier) wants(in notifyInput) []forge.Want {
 		out = append(out, w)
 	}
 	return out
+}
+
+// debug logs what the forges should show, and why a target shows nothing, when it changes.
+func (n *notifier) debug(notes map[string]Notes) {
+	if n.log == nil || !n.log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	keys := make([]string, 0, len(notes))
+	for k := range notes {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		for _, st := range notes[k].Statuses {
+			fmt.Fprintf(&b, "%s on %s: %s %q; ", st.Context, short(st.Commit), st.State, st.Description)
+		}
+		silent := make([]string, 0, len(notes[k].Silent))
+		for t, why := range notes[k].Silent {
+			silent = append(silent, t+": "+why)
+		}
+		sort.Strings(silent)
+		for _, s := range silent {
+			b.WriteString("no status for " + s + "; ")
+		}
+	}
+	if said := b.String(); said != n.said {
+		n.said = said
+		n.log.Debug("forge notes", "notes", said)
+	}
 }
 
 // report writes how the deliveries stand to Consul, for `gilliam-sync status`.

@@ -17,6 +17,8 @@ import (
 type Notes struct {
 	Statuses []forge.Status
 	Comments []forge.PRComment
+	// Silent says, per target with a commit and no status, why it has none (for Debug logs).
+	Silent map[string]string
 }
 
 // StatusContext is the context of a formation's commit statuses: one per formation
@@ -35,10 +37,18 @@ func StatusContext(formation string) string { return "gilliam/" + formation }
 func Notify(w *World, m Memory, ls []router.Listener) map[string]Notes {
 	out := map[string]Notes{}
 	for _, repo := range w.Repos {
-		var n Notes
+		n := Notes{Silent: map[string]string{}}
 		seen := map[string]bool{}
 		for _, t := range repo.Targets {
-			if st, ok := targetStatus(w, m, t, ls); ok && !seen[st.Context] {
+			st, why := targetStatus(w, m, t, ls)
+			switch {
+			case why != "":
+				if t.Commit != "" {
+					n.Silent[t.Key()] = why
+				}
+			case seen[st.Context]:
+				n.Silent[t.Key()] = "context " + st.Context + " taken by another target"
+			default:
 				seen[st.Context] = true
 				n.Statuses = append(n.Statuses, st)
 			}
@@ -49,39 +59,51 @@ func Notify(w *World, m Memory, ls []router.Listener) map[string]Notes {
 	return out
 }
 
-// targetStatus is the status of a target's commit, if there is one to show.
-func targetStatus(w *World, m Memory, t Target, ls []router.Listener) (forge.Status, bool) {
-	if t.Commit == "" || t.Source == nil || t.Denied != "" {
-		return forge.Status{}, false
+// targetStatus is the status of a target's commit, or why there is none to show.
+func targetStatus(w *World, m Memory, t Target, ls []router.Listener) (forge.Status, string) {
+	switch {
+	case t.Commit == "":
+		return forge.Status{}, "no commit"
+	case t.Source == nil:
+		return forge.Status{}, "not read yet"
+	case t.Denied != "":
+		return forge.Status{}, "denied: " + t.Denied
 	}
 	name := formationName(t, t.Source.Formation)
 	st := forge.Status{Commit: t.Commit, Context: StatusContext(name)}
-	ot, handled := observedOf(w.KV, t.Repo).Targets[t.Key()]
-	handled = handled && ot.Commit == t.Commit
+	ot, ok := observedOf(w.KV, t.Repo).Targets[t.Key()]
+	handled := ok && ot.Commit == t.Commit
 	fs := w.KV.Status[name]
 	switch {
 	case handled && ot.TornDown:
-		return st, false
+		return st, "torn down"
 	case handled && ot.Error != "":
 		st.State, st.Description = forge.Failure, describe(ot.Error)
-		return st, true
+		return st, ""
 	case handled && fs != nil && fs.Commit == t.Commit && fs.Error != "" && fs.Deployed != t.Commit:
 		st.State, st.Description = forge.Failure, describe(fs.Error)
-		return st, true
+		return st, ""
 	case handled:
 		d := w.KV.Desired[name]
-		if d == nil || d.Commit != t.Commit || fs == nil || fs.TearingDown != "" {
-			return st, false // not deployed by this target (previews off, a newer deploy)
+		switch { // not deployed by this target (previews off, a newer deploy)?
+		case d == nil:
+			return st, "no desired state"
+		case d.Commit != t.Commit:
+			return st, "desired state is of commit " + short(d.Commit)
+		case fs == nil:
+			return st, "no formation status"
+		case fs.TearingDown != "":
+			return st, "tearing down"
 		}
 		st.State, st.Description = rolloutState(w, name, d)
 		if st.State != forge.Failure {
 			st.TargetURL = formationURL(w, name, ls)
 		}
-		return st, true
+		return st, ""
 	}
 	switch r := m.Retries[t.ID()]; {
 	case t.Source.Err != nil:
-		return st, false // recorded as a failure by this decision: the next shows it
+		return st, "invalid: the next decision records it"
 	case m.InFlight[t.ID()] == t.Commit:
 		st.State, st.Description = forge.Pending, "building"
 		if r.Commit == t.Commit {
@@ -94,10 +116,12 @@ func targetStatus(w *World, m Memory, t Target, ls []router.Listener) (forge.Sta
 		if fs != nil && fs.Commit == t.Commit && fs.Error != "" {
 			st.Description = "retrying: " + describe(fs.Error)
 		}
+	case ok && ot.Commit != t.Commit:
+		return st, "not building; handled at commit " + short(ot.Commit) + " only"
 	default:
-		return st, false
+		return st, "not handled yet, not building"
 	}
-	return st, true
+	return st, ""
 }
 
 // rolloutState says how far a formation's deploy of its desired commit is.

@@ -25,8 +25,8 @@ func TestNotifyFollowsTheState(t *testing.T) {
 		}
 		return ss[0]
 	}
-	if ss := Notify(w, m, ls)["repo"].Statuses; len(ss) != 0 {
-		t.Fatalf("a status before anything started: %+v", ss)
+	if n := Notify(w, m, ls)["repo"]; len(n.Statuses) != 0 || n.Silent[w.Repos[0].Targets[0].Key()] != "not handled yet, not building" {
+		t.Fatalf("a status before anything started, or no word on why not: %+v", n)
 	}
 	// The images are being resolved: pending.
 	m.InFlight[w.Repos[0].Targets[0].ID()] = "c1"

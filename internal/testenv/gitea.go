@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"syscall"
 	"testing"
@@ -356,17 +357,21 @@ func (r *GiteaRepo) AddWebhook(target, secret string) {
 
 // CommitStatus is a commit status as Gitea's API shows it.
 type CommitStatus struct {
+	ID          int64  `json:"id"`
 	State       string `json:"status"`
 	Context     string `json:"context"`
 	Description string `json:"description"`
 	TargetURL   string `json:"target_url"`
 }
 
-// Statuses lists a commit's statuses, newest first.
+// Statuses lists a commit's statuses, newest first: by ID, as Gitea's combined status
+// takes them. Gitea's own newest-first order is by creation time in whole seconds, which
+// puts a pending and the success posted in the same second in either order.
 func (r *GiteaRepo) Statuses(commit string) []CommitStatus {
 	r.t.Helper()
 	var out []CommitStatus
-	r.api("GET", "/commits/"+commit+"/statuses?sort=newest&limit=50", nil, &out)
+	r.api("GET", "/commits/"+commit+"/statuses?limit=50", nil, &out)
+	sort.SliceStable(out, func(i, j int) bool { return out[i].ID > out[j].ID })
 	return out
 }
 

@@ -3,6 +3,7 @@ package testenv
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -242,5 +243,37 @@ func TestLoggerKeepsTheLastLines(t *testing.T) {
 	}
 	if got := strings.Join(b.last(), ","); got != "three,four" {
 		t.Fatalf("kept %q, want the last two", got)
+	}
+}
+
+// Statuses posted in one burst (a fast deploy posts pending and success within a second)
+// list newest first, as Gitea's combined status sees them. Gitea's own newest-first order
+// is by creation time in whole seconds: the forge test once read a pending posted in the
+// same second as its success as the newest, and waited for ever.
+func TestGiteaStatusesNewestFirst(t *testing.T) {
+	t.Parallel()
+	g := NewGitea(t)
+	repo := g.NewRepo(t, "order")
+	commit := repo.Commit("main", map[string]string{"README": "x"}, "one")
+	states := []string{"pending", "success", "pending", "failure", "pending", "success"}
+	for i, s := range states {
+		g.API(t, "POST", fmt.Sprintf("/repos/%s/%s/statuses/%s", repo.Owner, repo.Name, commit),
+			map[string]any{"state": s, "context": "gilliam/order", "description": fmt.Sprint(i)}, nil)
+	}
+	got := repo.Statuses(commit)
+	if len(got) != len(states) || got[0].State != "success" || got[0].Description != fmt.Sprint(len(states)-1) {
+		t.Fatalf("newest status %+v of %d, want the last posted (success, %d)", got[0], len(got), len(states)-1)
+	}
+	for i := 1; i < len(got); i++ {
+		if got[i].Description != fmt.Sprint(len(states)-1-i) {
+			t.Fatalf("status %d is %+v: not newest first", i, got[i])
+		}
+	}
+	var combined struct {
+		State string `json:"state"`
+	}
+	g.API(t, "GET", fmt.Sprintf("/repos/%s/%s/commits/%s/status", repo.Owner, repo.Name, commit), nil, &combined)
+	if combined.State != "success" {
+		t.Fatalf("combined status %q, want success", combined.State)
 	}
 }
