@@ -54,6 +54,7 @@ func Open(rawURL, dir string, auth transport.AuthMethod) (*Repo, error) {
 }
 
 func open(rawURL, dir string, creds credentials) (*Repo, error) {
+	installTransport()
 	r := &Repo{URL: rawURL, dir: dir, credentials: creds, limits: CheckoutLimits{}.withDefaults(),
 		remote: git.NewRemote(nil, &gitconfig.RemoteConfig{Name: "origin", URLs: []string{rawURL}})}
 	g, err := openCache(dir)
