@@ -50,6 +50,12 @@ type Delivery struct {
 	Since     time.Time `json:"since,omitzero"`
 }
 
+// StatusSpacing is the least time between two statuses posted for one commit and context.
+// Gitea lists a commit's statuses newest first by their creation time in whole seconds, so
+// a pending and the success posted within one second (a fast deploy) would list in either
+// order, and a reader of that list could take the pending for the newest.
+const StatusSpacing = time.Second
+
 // MaxStatusesPerCommit caps the statuses posted for one commit and context; GitHub keeps
 // 1,000 at most. A deploy posts a handful.
 const MaxStatusesPerCommit = 100
@@ -82,6 +88,7 @@ type item struct {
 	// sent is the fingerprint of what the forge shows; last the status last delivered.
 	sent      string
 	last      Status
+	postedAt  time.Time // when last was delivered
 	perCommit int
 	commentID int64
 	attempts  int
@@ -227,7 +234,7 @@ func (n *Notifier) due() (string, *item, Client) {
 	sort.Strings(keys)
 	for _, k := range keys {
 		it := n.items[k]
-		if it.sent == it.fingerprint() || now.Before(it.next) || now.Before(n.limited[it.repo]) {
+		if it.sent == it.fingerprint() || now.Before(n.dueAt(it)) {
 			continue
 		}
 		// Work on a copy: Want may change the item meanwhile.
@@ -252,13 +259,25 @@ func (n *Notifier) untilNext() time.Duration {
 		if it.sent == it.fingerprint() {
 			continue
 		}
-		at := it.next
-		if l := n.limited[it.repo]; l.After(at) {
-			at = l
-		}
-		wait = min(wait, max(at.Sub(now), 10*time.Millisecond))
+		wait = min(wait, max(n.dueAt(it).Sub(now), 10*time.Millisecond))
 	}
 	return wait
+}
+
+// dueAt is the earliest time an undelivered item may be posted: after its backoff, its
+// repository's rate limit, and StatusSpacing after the last status on the same commit.
+// Callers hold n.mu.
+func (n *Notifier) dueAt(it *item) time.Time {
+	at := it.next
+	if l := n.limited[it.repo]; l.After(at) {
+		at = l
+	}
+	if it.status != nil && it.last.Commit == it.status.Commit {
+		if s := it.postedAt.Add(StatusSpacing); s.After(at) {
+			at = s
+		}
+	}
+	return at
 }
 
 // deliver posts one item (the copy due returned).
@@ -377,7 +396,7 @@ func (n *Notifier) settle(key string, done *item, err error) bool {
 			} else {
 				it.perCommit = 1
 			}
-			it.last = *done.status
+			it.last, it.postedAt = *done.status, now
 		}
 		if it.fingerprint() == done.fingerprint() {
 			it.sent = done.fingerprint()

@@ -101,9 +101,22 @@ func TestNotifierStatuses(t *testing.T) {
 	if len(f.statuses) != 3 || f.statuses[1].Commit != "aaa" || f.statuses[1].State != Error || f.statuses[2] != b {
 		t.Fatalf("posted %v", f.statuses)
 	}
-	// Success, then a newer commit: the finished one is left alone.
+	// Success on the same commit within a second of its pending: held until a second has
+	// passed (Gitea orders a commit's statuses by creation second), then posted.
 	b.State = Success
 	want(b)
+	if len(f.statuses) != 3 {
+		t.Fatalf("posted within a second of the last status on the commit: %v", f.statuses)
+	}
+	if wait := n.Flush(ctx); wait != StatusSpacing {
+		t.Fatalf("next flush in %s, want %s", wait, StatusSpacing)
+	}
+	now = now.Add(StatusSpacing)
+	n.Flush(ctx)
+	if len(f.statuses) != 4 || f.statuses[3] != b {
+		t.Fatalf("posted %v", f.statuses)
+	}
+	// Then a newer commit: the finished one is left alone.
 	c := Status{Commit: "ccc", Context: "gilliam/shop", State: Pending}
 	want(c)
 	if len(f.statuses) != 5 || f.statuses[4] != c {
@@ -113,6 +126,7 @@ func TestNotifierStatuses(t *testing.T) {
 	// The forge fails: retried after the backoff, not at every Want; reported.
 	f.fail = errors.New("connection refused")
 	c.State = Success
+	now = now.Add(StatusSpacing)
 	want(c)
 	calls := f.calls
 	want(c)
