@@ -167,6 +167,13 @@ previews:
 	if _, pending := latest(c2, ctxName); !pending || st.TargetURL != web {
 		t.Fatalf("on %s: pending first %v, then %+v (want target_url %s)", c2[:12], pending, st, web)
 	}
+	// Gitea's own listing (newest first by creation second) shows the success first too:
+	// the notifier spaces one commit's statuses by a second (forge.StatusSpacing).
+	for _, c := range []string{c1, c2} {
+		if listed := repo.StatusesAsListed(c); len(listed) == 0 || listed[0].State != "success" {
+			t.Fatalf("Gitea lists %s's statuses as %+v: the success is not first", c[:12], listed)
+		}
+	}
 
 	// 2. A pull request: its preview, its status and one comment with its URL.
 	p1 := repo.Commit("feature", file("feature one"), "feature one")

@@ -375,6 +375,15 @@ func (r *GiteaRepo) Statuses(commit string) []CommitStatus {
 	return out
 }
 
+// StatusesAsListed lists a commit's statuses in Gitea's own default order: newest first by
+// creation time, in whole seconds.
+func (r *GiteaRepo) StatusesAsListed(commit string) []CommitStatus {
+	r.t.Helper()
+	var out []CommitStatus
+	r.api("GET", "/commits/"+commit+"/statuses?limit=50", nil, &out)
+	return out
+}
+
 // IssueComment is a comment on a pull request.
 type IssueComment struct {
 	ID   int64  `json:"id"`
