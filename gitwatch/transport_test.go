@@ -27,25 +27,8 @@ func withIdle(t *testing.T, d time.Duration) {
 // timeout, not the poll's ten-minute bound, and the error names the server.
 func TestSilentServerFailsAfterTheIdleTimeout(t *testing.T) {
 	withIdle(t, 500*time.Millisecond)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var held sync.WaitGroup
-	t.Cleanup(func() { l.Close(); held.Wait() })
-	held.Add(1)
-	go func() {
-		defer held.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			held.Add(1)
-			go func() { defer held.Done(); _, _ = io.Copy(io.Discard, c); c.Close() }() // reads, never answers
-		}
-	}()
-	r, err := Open("http://"+l.Addr().String()+"/silent.git", t.TempDir(), nil)
+	addr := serveEach(t, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) }) // reads, never answers
+	r, err := Open("http://"+addr+"/silent.git", t.TempDir(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +38,7 @@ func TestSilentServerFailsAfterTheIdleTimeout(t *testing.T) {
 	_, err = r.ListRefs(ctx)
 	took := time.Since(start)
 	var stalled *stalledServerError
-	if err == nil || !errors.As(err, &stalled) || !strings.Contains(err.Error(), "sent nothing for 500ms") || !strings.Contains(err.Error(), l.Addr().String()) {
+	if err == nil || !errors.As(err, &stalled) || !strings.Contains(err.Error(), "sent nothing for 500ms") || !strings.Contains(err.Error(), addr) {
 		t.Fatalf("after %s: %v, want the server named as sending nothing for 500ms", took, err)
 	}
 	if ctx.Err() != nil {
@@ -100,9 +83,9 @@ func TestSlowSteadyFetchIsNotCutShort(t *testing.T) {
 	}
 }
 
-// trickle proxies TCP to target, passing the server's bytes on in chunks of size with a
-// pause after each; it stops with the test.
-func trickle(t *testing.T, target string, size int, pause time.Duration) string {
+// serveEach listens on a free port and hands each connection to handle, closing it after;
+// it stops with the test, once every handler has returned.
+func serveEach(t *testing.T, handle func(net.Conn)) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -117,31 +100,37 @@ func trickle(t *testing.T, target string, size int, pause time.Duration) string 
 			if err != nil {
 				return
 			}
-			up, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			conns.Add(2)
-			go func() { defer conns.Done(); _, _ = io.Copy(up, c); up.Close() }()
-			go func() {
-				defer conns.Done()
-				defer c.Close()
-				buf := make([]byte, size)
-				for {
-					n, err := up.Read(buf)
-					if n > 0 {
-						time.Sleep(pause)
-						if _, err := c.Write(buf[:n]); err != nil {
-							return
-						}
-					}
-					if err != nil {
-						return
-					}
-				}
-			}()
+			conns.Add(1)
+			go func() { defer conns.Done(); defer c.Close(); handle(c) }()
 		}
 	}()
 	return l.Addr().String()
+}
+
+// trickle proxies TCP to target, passing the server's bytes on in chunks of size with a
+// pause after each.
+func trickle(t *testing.T, target string, size int, pause time.Duration) string {
+	return serveEach(t, func(c net.Conn) {
+		up, err := net.Dial("tcp", target)
+		if err != nil {
+			return
+		}
+		defer up.Close()
+		requests := make(chan struct{})
+		go func() { defer close(requests); _, _ = io.Copy(up, c); up.Close() }()
+		defer func() { c.Close(); <-requests }()
+		buf := make([]byte, size)
+		for {
+			n, err := up.Read(buf)
+			if n > 0 {
+				time.Sleep(pause)
+				if _, err := c.Write(buf[:n]); err != nil {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	})
 }
